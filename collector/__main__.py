@@ -1,0 +1,5 @@
+"""Allow ``python -m collector``."""
+
+from collector.cli import main
+
+raise SystemExit(main())

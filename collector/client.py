@@ -1,0 +1,164 @@
+"""The API client: sign, send, decode, retry — one signed GET returning a JSON object.
+
+It combines the transport (bytes over HTTP), the signer (per attempt, so ``X-Sdk-Date`` is
+fresh), the global in-flight limit, and the retry policy. Callers get a decoded ``dict`` or a
+:class:`~collector.errors.CollectorError` whose ``attempts`` says how hard we tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import orjson
+import structlog
+
+from collector.auth import Signer
+from collector.errors import BadResponseError, CollectorError, HttpStatusError
+from collector.retry import RetryPolicy, parse_retry_after
+from collector.stats import RunStats
+from collector.transport import Transport
+
+_BASE_HEADERS = {"Content-Type": "application/json"}
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+    """(error_code, error_msg) from an API error body, in either shape Huawei Cloud uses."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    code, msg = data.get("error_code"), data.get("error_msg")
+    nested = data.get("error")
+    if code is None and isinstance(nested, dict):  # IAM: {"error": {"code": ..., "message": ...}}
+        code, msg = nested.get("code"), nested.get("message")
+    return (None if code is None else str(code)), (None if msg is None else str(msg)[:500])
+
+
+class ApiClient:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        policy: RetryPolicy,
+        limiter: anyio.CapacityLimiter,
+        stats: RunStats,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._transport = transport
+        self._policy = policy
+        self._limiter = limiter
+        self._stats = stats
+        self._sleep = sleep
+        self._log = structlog.get_logger("collector.client")
+
+    async def get_json(
+        self,
+        *,
+        signer: Signer,
+        base_url: str,
+        path: str,
+        query: Sequence[tuple[str, str]] = (),
+        project_id: str | None = None,
+        context: Mapping[str, object] | None = None,
+    ) -> dict[str, Any]:
+        """GET ``base_url + path`` signed; retried per policy; the decoded JSON object."""
+        parts = urlsplit(base_url)
+        full_path = parts.path.rstrip("/") + path
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(
+                    signer=signer,
+                    scheme=parts.scheme,
+                    host=parts.netloc,
+                    path=full_path,
+                    query=query,
+                    project_id=project_id,
+                )
+            except CollectorError as err:
+                delay = self._policy.delay_after(err, attempt)
+                if delay is None:
+                    err.attempts = attempt
+                    raise
+                self._stats.retries += 1
+                self._log.debug(
+                    "request.retry",
+                    path=full_path,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    error=str(err),
+                    status=getattr(err, "status", None),
+                    request_id=getattr(err, "request_id", None),
+                    **(context or {}),
+                )
+                await self._sleep(delay)
+
+    async def _attempt(
+        self,
+        *,
+        signer: Signer,
+        scheme: str,
+        host: str,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        project_id: str | None,
+    ) -> dict[str, Any]:
+        async with self._limiter:
+            signed = signer.sign(
+                method="GET",
+                host=host,
+                path=path,
+                query=query,
+                headers=_BASE_HEADERS,
+                project_id=project_id,
+            )
+            url = f"{scheme}://{host}{path}"
+            if signed.query_string:
+                url = f"{url}?{signed.query_string}"
+            self._stats.requests += 1
+            try:
+                response = await self._transport.get(url, headers=signed.headers)
+            except CollectorError:
+                self._stats.by_status["error"] += 1
+                raise
+        status = response.status
+        self._stats.by_status[str(status)] += 1
+        if 200 <= status < 300:
+            return self._decode(response.body, path=path, request_id=response.request_id)
+        if status == 429:
+            self._stats.throttled += 1
+        code, msg = _error_fields(response.body)
+        raise HttpStatusError(
+            f"HTTP {status} from {scheme}://{host}{path}"
+            + (f": {code} {msg}" if code or msg else ""),
+            status=status,
+            error_code=code,
+            error_msg=msg,
+            request_id=response.request_id,
+            retry_after=parse_retry_after(response.retry_after),
+        )
+
+    @staticmethod
+    def _decode(body: bytes, *, path: str, request_id: str | None) -> dict[str, Any]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            # An HTML page from a proxy or a cut-off body: the next attempt may well be fine.
+            raise BadResponseError(
+                f"response from {path} is not JSON ({len(body)} bytes)",
+                transient=True,
+                request_id=request_id,
+            ) from exc
+        if not isinstance(data, dict):
+            raise BadResponseError(
+                f"response from {path} is a JSON {type(data).__name__}, not an object",
+                transient=False,
+                request_id=request_id,
+            )
+        return data

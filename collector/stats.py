@@ -1,0 +1,45 @@
+"""Run-wide counters, shared by the client (requests) and the orchestrator (units).
+
+Plain integers mutated from one event loop: no locks needed, and cheap on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RunStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    accounts_failed: int = 0
+    projects: int = 0
+    projects_failed: int = 0
+    projects_skipped: int = 0
+    clusters: int = 0
+    clusters_ok: int = 0
+    clusters_failed: int = 0
+    clusters_gone: int = 0
+    clusters_reread: int = 0
+    records: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "accounts_failed": self.accounts_failed,
+            "projects": self.projects,
+            "projects_failed": self.projects_failed,
+            "projects_skipped": self.projects_skipped,
+            "clusters": self.clusters,
+            "clusters_ok": self.clusters_ok,
+            "clusters_failed": self.clusters_failed,
+            "clusters_gone": self.clusters_gone,
+            "clusters_reread": self.clusters_reread,
+            "records": self.records,
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "responses_by_status": dict(sorted(self.by_status.items())),
+        }
