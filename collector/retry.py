@@ -7,6 +7,7 @@ Randomness and the clock are injectable so tests never wait for real.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1)))."""
-        ceiling = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
+        ceiling = min(self.backoff_cap, math.ldexp(self.backoff_base, attempt - 1))
         return ceiling * self.rand()
 
     def delay_after(self, error: CollectorError, attempt: int) -> float | None:

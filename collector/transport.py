@@ -8,7 +8,6 @@ security token.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -103,12 +102,10 @@ class AiohttpTransport:
             raise
         except BadResponseError:
             raise
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise RequestTimeout(f"timed out waiting for {where}") from exc
         except aiohttp.ClientPayloadError as exc:
-            raise BadResponseError(
-                f"truncated response body from {where}", transient=True
-            ) from exc
+            raise BadResponseError(f"truncated response body from {where}", transient=True) from exc
         except aiohttp.ServerDisconnectedError as exc:
             raise ConnectError(f"server disconnected: {where}") from exc
         except aiohttp.ClientConnectorError as exc:

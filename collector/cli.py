@@ -1,0 +1,243 @@
+"""The ``collector`` command line: the only place errors become words and exit codes.
+
+Exit codes: 0 every unit collected; 1 the run finished but some units failed; 2 usage or
+configuration error; 3 the run could not finish (output could not be written, internal error);
+130/143 stopped by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from collector import __version__
+from collector.errors import CollectorError, ConfigError
+from collector.logs import configure
+from collector.run import EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_USAGE
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _add_logging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="log format on stderr (default: json unless stderr is a terminal)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="lowest level logged (default: info)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collector",
+        description=(
+            "Export every GaussDB(DWS) cluster's upgrade history, across every project of every "
+            "configured Huawei Cloud account, into JSONL files."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"collector {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="collect the fleet described by a config file",
+        description="Collect every cluster's upgrade records into the output directory.",
+    )
+    run.add_argument("--config", required=True, type=Path, help="path to the YAML config")
+    run.add_argument("--output", type=Path, help="output directory (overrides output.dir)")
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="requests in flight (overrides limits.concurrency)",
+    )
+    _add_logging(run)
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser(
+        "validate",
+        help="check a config file and print the plan, secrets masked",
+        description="Load and check the config, then print what a run would do.",
+    )
+    validate.add_argument("--config", required=True, type=Path, help="path to the YAML config")
+    validate.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a real collection against the built-in simulator",
+        description=(
+            "Start the simulator on a free loopback port, collect its fleet with the production "
+            "code path, and check the export against the simulator's ground truth."
+        ),
+    )
+    demo.add_argument(
+        "--output",
+        type=Path,
+        default=Path("demo-output"),
+        help="where to write (default: ./demo-output)",
+    )
+    _add_logging(demo)
+    demo.set_defaults(func=cmd_demo, log_level="warning")
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="run the simulated IAM + DWS API as a standalone server",
+        description="Serve a deterministic simulated fleet on loopback until interrupted.",
+    )
+    simulate.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+    )
+    simulate.add_argument(
+        "--port", type=_non_negative_int, default=0, help="port (default: a free one)"
+    )
+    simulate.add_argument("--seed", type=int, default=7, help="fleet seed (default: 7)")
+    simulate.add_argument("--accounts", type=_positive_int, default=2, help="accounts (default: 2)")
+    simulate.add_argument(
+        "--projects", type=_positive_int, default=3, help="region projects per account (default: 3)"
+    )
+    simulate.add_argument(
+        "--clusters", type=_non_negative_int, default=10, help="clusters per project (default: 10)"
+    )
+    simulate.add_argument(
+        "--records", type=_non_negative_int, default=8, help="mean records per cluster (default: 8)"
+    )
+    simulate.add_argument(
+        "--offset-mode", choices=("page", "record"), default="page", help="how offset is read"
+    )
+    simulate.add_argument("--no-count", action="store_true", help="omit 'count' from responses")
+    simulate.add_argument("--page-cap", type=_positive_int, help="silently cap records per page")
+    simulate.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    simulate.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"collector: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from collector.config import load_config
+    from collector.plan import render_plan
+
+    config = load_config(args.config, environ=os.environ)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(render_plan(config))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collector.config import load_config
+    from collector.run import collect
+
+    configure(fmt=args.log_format, level=args.log_level)
+    config = load_config(args.config, environ=os.environ)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.concurrency is not None:
+        config = dataclasses.replace(
+            config, limits=dataclasses.replace(config.limits, concurrency=args.concurrency)
+        )
+    output = args.output if args.output is not None else Path(config.output.dir)
+
+    async def main() -> int:
+        result = await collect(config, output_dir=output, handle_signals=True)
+        return result.exit_code
+
+    return anyio.run(main, backend="asyncio")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from collector.demo import check_against_truth, run_demo
+    from collector.run import RunResult
+    from collector.simulator.fleet import Fleet
+
+    configure(fmt=args.log_format, level=args.log_level)
+
+    async def main() -> tuple[RunResult, Fleet]:
+        return await run_demo(output_dir=args.output)
+
+    result, fleet = anyio.run(main, backend="asyncio")
+    counts = result.summary["counts"]
+    expected, _ = check_against_truth(fleet, result.output_dir)
+    out = result.output_dir.resolve()
+    print(f"collector demo: {result.summary['status']} in {result.summary['duration_s']} s")
+    print(
+        f"  {counts['projects']} projects, {counts['clusters']} clusters, "
+        f"{counts['records']} records, {counts['requests']} requests"
+    )
+    print(f"  matches the simulator's ground truth: {expected} records")
+    for name in ("records.jsonl", "clusters.jsonl", "errors.jsonl", "summary.json"):
+        print(f"  {out / name}")
+    return result.exit_code
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from collector.simulator.faults import Faults
+    from collector.simulator.fleet import Fleet
+    from collector.simulator.server import describe, run_forever
+
+    fleet = Fleet.generate(
+        seed=args.seed,
+        accounts=args.accounts,
+        projects=args.projects,
+        clusters=args.clusters,
+        records=args.records,
+    )
+    faults = Faults()
+    faults.offset_mode = args.offset_mode
+    faults.include_count = not args.no_count
+    faults.page_cap = args.page_cap
+    faults.latency = args.latency
+
+    def ready(url: str) -> None:
+        print(describe(fleet, url), flush=True)
+
+    run_forever(fleet, faults, host=args.host, port=args.port, on_ready=ready)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = int(args.func(args))
+    except ConfigError as err:
+        return _fail(f"config error: {err}", EXIT_USAGE)
+    except CollectorError as err:
+        return _fail(f"error: {err}", EXIT_FATAL)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_SIGINT)
+    except AssertionError as err:
+        return _fail(f"demo output does not match the simulator: {err}", EXIT_FATAL)
+    return code
