@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,46 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "45m", "1h30m", "90s" or "90"."""
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (examples: 45m, 1h30m, 90s, 90)"
+        )
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
+    return total
+
+
+def _fault_rate(text: str) -> tuple[int, float]:
+    status, sep, rate = text.partition("=")
+    try:
+        code, probability = int(status), float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not STATUS=RATE, e.g. 503=0.2") from None
+    if not sep or code not in (429, 500, 502, 503, 504) or not 0 <= probability <= 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: STATUS is one of 429, 500, 502, 503, 504 and RATE is in [0, 1]"
+        )
+    return code, probability
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
     return value
 
 
@@ -79,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=_positive_int,
         help="requests in flight (overrides limits.concurrency)",
+    )
+    run.add_argument(
+        "--deadline",
+        type=parse_duration,
+        help="end the run by then (45m, 1h30m, 90s): publish what completed, list the rest",
     )
     _add_logging(run)
     run.set_defaults(func=cmd_run)
@@ -136,6 +182,45 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--no-count", action="store_true", help="omit 'count' from responses")
     simulate.add_argument("--page-cap", type=_positive_int, help="silently cap records per page")
     simulate.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    simulate.add_argument(
+        "--latency-jitter", type=float, default=0.0, help="extra uniform random latency, seconds"
+    )
+    simulate.add_argument(
+        "--error-rate",
+        type=_fault_rate,
+        action="append",
+        default=[],
+        metavar="STATUS=RATE",
+        help="answer STATUS (429, 500, 502, 503, 504) to this share of requests; repeatable",
+    )
+    simulate.add_argument(
+        "--retry-after", type=int, help="send Retry-After: N (seconds) with every 429"
+    )
+    simulate.add_argument(
+        "--rate-limit", type=float, help="requests per second per access key and region (429 above)"
+    )
+    simulate.add_argument(
+        "--reset-rate", type=_probability, default=0.0, help="share of connections reset"
+    )
+    simulate.add_argument(
+        "--stall-rate", type=_probability, default=0.0, help="share of responses that stall"
+    )
+    simulate.add_argument(
+        "--truncate-rate", type=_probability, default=0.0, help="share of bodies cut short"
+    )
+    simulate.add_argument(
+        "--html-rate", type=_probability, default=0.0, help="share of 200s with an HTML body"
+    )
+    simulate.add_argument(
+        "--down-region",
+        action="append",
+        default=[],
+        metavar="REGION",
+        help="every request for this region has its connection reset; repeatable",
+    )
+    simulate.add_argument(
+        "--fixed-records", action="store_true", help="every cluster has exactly --records records"
+    )
     simulate.set_defaults(func=cmd_simulate)
     return parser
 
@@ -171,7 +256,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     output = args.output if args.output is not None else Path(config.output.dir)
 
     async def main() -> int:
-        result = await collect(config, output_dir=output, handle_signals=True)
+        result = await collect(
+            config, output_dir=output, deadline=args.deadline, handle_signals=True
+        )
         return result.exit_code
 
     return anyio.run(main, backend="asyncio")
@@ -213,12 +300,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         projects=args.projects,
         clusters=args.clusters,
         records=args.records,
+        fixed_records=args.fixed_records,
     )
-    faults = Faults()
-    faults.offset_mode = args.offset_mode
-    faults.include_count = not args.no_count
-    faults.page_cap = args.page_cap
-    faults.latency = args.latency
+    faults = Faults(
+        seed=args.seed,
+        offset_mode=args.offset_mode,
+        include_count=not args.no_count,
+        page_cap=args.page_cap,
+        latency=args.latency,
+        latency_jitter=args.latency_jitter,
+        error_rates=dict(args.error_rate),
+        retry_after=args.retry_after,
+        rate_limit=args.rate_limit,
+        reset_rate=args.reset_rate,
+        stall_rate=args.stall_rate,
+        truncate_rate=args.truncate_rate,
+        html_rate=args.html_rate,
+        down_regions=set(args.down_region),
+    )
 
     def ready(url: str) -> None:
         print(describe(fleet, url), flush=True)

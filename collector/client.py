@@ -16,7 +16,8 @@ import orjson
 import structlog
 
 from collector.auth import Signer
-from collector.errors import BadResponseError, CollectorError, HttpStatusError
+from collector.errors import BadResponseError, CircuitOpenError, CollectorError, HttpStatusError
+from collector.limits import AdaptiveRate, EndpointState, Governor, Route
 from collector.retry import RetryPolicy, parse_retry_after
 from collector.stats import RunStats
 from collector.transport import Transport
@@ -45,13 +46,13 @@ class ApiClient:
         *,
         transport: Transport,
         policy: RetryPolicy,
-        limiter: anyio.CapacityLimiter,
+        governor: Governor,
         stats: RunStats,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._transport = transport
         self._policy = policy
-        self._limiter = limiter
+        self._governor = governor
         self._stats = stats
         self._sleep = sleep
         self._log = structlog.get_logger("collector.client")
@@ -60,21 +61,32 @@ class ApiClient:
         self,
         *,
         signer: Signer,
+        route: Route,
         base_url: str,
         path: str,
         query: Sequence[tuple[str, str]] = (),
         project_id: str | None = None,
         context: Mapping[str, object] | None = None,
     ) -> dict[str, Any]:
-        """GET ``base_url + path`` signed; retried per policy; the decoded JSON object."""
+        """GET ``base_url + path`` signed, paced and retried; the decoded JSON object."""
         parts = urlsplit(base_url)
         full_path = parts.path.rstrip("/") + path
+        endpoint = self._governor.endpoint(route.endpoint)
+        rate = self._governor.rate(route)
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(
+                if not endpoint.breaker.allow():
+                    self._stats.circuit_rejected += 1
+                    raise CircuitOpenError(
+                        f"endpoint {route.endpoint} is failing; circuit open, request not sent"
+                    )
+                if rate is not None:
+                    await rate.acquire()
+                body = await self._attempt(
                     signer=signer,
+                    endpoint=endpoint,
                     scheme=parts.scheme,
                     host=parts.netloc,
                     path=full_path,
@@ -82,7 +94,12 @@ class ApiClient:
                     project_id=project_id,
                 )
             except CollectorError as err:
+                self._observe_failure(err, endpoint=endpoint, rate=rate)
                 delay = self._policy.delay_after(err, attempt)
+                if delay is not None and not endpoint.budget.try_spend():
+                    self._stats.budget_exhausted += 1
+                    err.message += f" (retry budget of endpoint {route.endpoint} spent)"
+                    delay = None
                 if delay is None:
                     err.attempts = attempt
                     raise
@@ -94,22 +111,44 @@ class ApiClient:
                     delay_s=round(delay, 3),
                     error=str(err),
                     status=getattr(err, "status", None),
+                    error_code=getattr(err, "error_code", None),
                     request_id=getattr(err, "request_id", None),
                     **(context or {}),
                 )
                 await self._sleep(delay)
+            else:
+                endpoint.breaker.on_success()
+                if rate is not None:
+                    rate.on_success()
+                return body
+
+    @staticmethod
+    def _observe_failure(
+        err: CollectorError, *, endpoint: EndpointState, rate: AdaptiveRate | None
+    ) -> None:
+        if isinstance(err, CircuitOpenError):
+            return
+        if isinstance(err, HttpStatusError) and err.throttled:
+            # Throttling says the endpoint is alive and we are too fast: slow down, no breaker.
+            if rate is not None:
+                rate.on_throttle(message=err.error_msg, retry_after=err.retry_after)
+        elif err.transient:
+            endpoint.breaker.on_failure()
+        else:
+            endpoint.breaker.on_success()  # a definite answer (400/401/403/404): it is alive
 
     async def _attempt(
         self,
         *,
         signer: Signer,
+        endpoint: EndpointState,
         scheme: str,
         host: str,
         path: str,
         query: Sequence[tuple[str, str]],
         project_id: str | None,
     ) -> dict[str, Any]:
-        async with self._limiter:
+        async with self._governor.limiter, endpoint.limiter:
             signed = signer.sign(
                 method="GET",
                 host=host,
@@ -122,6 +161,7 @@ class ApiClient:
             if signed.query_string:
                 url = f"{url}?{signed.query_string}"
             self._stats.requests += 1
+            endpoint.budget.on_request()
             try:
                 response = await self._transport.get(url, headers=signed.headers)
             except CollectorError:

@@ -68,6 +68,14 @@ class AccountConfig:
 class LimitsConfig:
     #: Requests in flight at once, across the whole run.
     concurrency: int = 32
+    #: Requests in flight at once to one endpoint (a DWS region, or IAM); None: no extra bound.
+    per_endpoint: int | None = None
+    #: Starting pace per account and endpoint, requests per second; adapted to throttling.
+    rate: float = 20.0
+    #: The pace never probes above this.
+    max_rate: float = 1000.0
+    #: False: no pacing at all (for servers known not to throttle).
+    adaptive: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +90,18 @@ class RetryConfig:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     retry_after_max: float = 120.0
+    #: Retries per endpoint stay under this share of its requests over the last minute...
+    budget_ratio: float = 0.1
+    #: ...plus this many, so a quiet endpoint can still retry.
+    budget_minimum: int = 10
+    #: Units that failed transiently are tried again in up to this many later passes.
+    passes: int = 2
+    #: Seconds to wait before each later pass.
+    pass_delay: float = 5.0
+    #: Consecutive failures that open an endpoint's circuit breaker.
+    breaker_threshold: int = 20
+    #: Seconds an open breaker waits before letting one probe request through.
+    breaker_cooldown: float = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +211,10 @@ class _AccountSchema(_Strict):
 
 class _LimitsSchema(_Strict):
     concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    per_endpoint: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    rate: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_rate: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    adaptive: bool | None = None
 
 
 class _HttpSchema(_Strict):
@@ -204,6 +228,12 @@ class _RetrySchema(_Strict):
     backoff_base: Annotated[float, msgspec.Meta(ge=0)] | None = None
     backoff_cap: Annotated[float, msgspec.Meta(ge=0)] | None = None
     retry_after_max: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    budget_ratio: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    budget_minimum: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    passes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    pass_delay: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    breaker_threshold: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    breaker_cooldown: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 class _PagingSchema(_Strict):
@@ -564,12 +594,15 @@ class _Builder:
         retry = RetryConfig(**_given(schema.retry))
         if retry.backoff_cap < retry.backoff_base:
             raise self.fail(("retry", "backoff_cap"), "must not be less than retry.backoff_base")
+        limits = LimitsConfig(**_given(schema.limits))
+        if limits.max_rate < limits.rate:
+            raise self.fail(("limits", "max_rate"), "must not be less than limits.rate")
         output = OutputConfig(**_given(schema.output))
         if not output.dir.strip():
             raise self.fail(("output", "dir"), "must not be empty")
         return Config(
             accounts=tuple(accounts),
-            limits=LimitsConfig(**_given(schema.limits)),
+            limits=limits,
             http=HttpConfig(**_given(schema.http)),
             retry=retry,
             paging=PagingConfig(**_given(schema.paging)),

@@ -15,6 +15,7 @@ from collector.client import ApiClient
 from collector.config import AccountConfig
 from collector.endpoints import dws_endpoint, region_of_project_name
 from collector.errors import BadResponseError
+from collector.limits import Route
 
 PROJECT_ID = re.compile(r"[0-9a-f]{32}")
 CLUSTER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -46,7 +47,7 @@ class Discovered:
 
 
 async def discover_projects(
-    client: ApiClient, account: AccountConfig, signer: Signer
+    client: ApiClient, account: AccountConfig, signer: Signer, *, route: Route
 ) -> Discovered:
     """The account's projects to collect: explicit ones, plus IAM's unless only explicit ones
     were configured."""
@@ -63,6 +64,7 @@ async def discover_projects(
 
     body = await client.get_json(
         signer=signer,
+        route=route,
         base_url=account.iam_endpoint,
         path="/v3/auth/projects",
         context={"account": account.name},
@@ -110,11 +112,12 @@ def _project_from_iam(
 
 
 async def list_clusters(
-    client: ApiClient, project: Project, signer: Signer
+    client: ApiClient, project: Project, signer: Signer, *, route: Route
 ) -> list[dict[str, Any]]:
     """Every cluster of a project (the API does not page this list)."""
     body = await client.get_json(
         signer=signer,
+        route=route,
         base_url=project.endpoint,
         path=f"/v1.0/{project.id}/clusters",
         project_id=project.id,

@@ -16,7 +16,9 @@ msgspec, OS errors) are mapped into this tree at the boundary where they occur, 
     │                               (status, error_code, error_msg, request_id)
     ├── BadResponseError            a 2xx whose body is not what the API promises
     │                               (truncated, HTML, wrong shape)
+    ├── CircuitOpenError            an endpoint failed too often; its work is not attempted
     ├── PaginationError             paging could not converge (page bound, unstable data)
+    ├── NotCollected                a known unit the run did not reach (deadline, signal)
     └── SinkError                   an output file could not be written or published
 
 Whether an error is worth retrying is a property of the error (:attr:`CollectorError.transient`),
@@ -103,8 +105,16 @@ class BadResponseError(CollectorError):
         self.request_id = request_id
 
 
+class CircuitOpenError(CollectorError):
+    """The endpoint's circuit breaker is open: it kept failing, so we stopped asking."""
+
+
 class PaginationError(CollectorError):
     """Paging a cluster could not produce a complete, duplicate-free history."""
+
+
+class NotCollected(CollectorError):
+    """A unit the run knew of but did not reach before a deadline or a signal stopped it."""
 
 
 class SinkError(CollectorError):

@@ -1,21 +1,17 @@
-"""One collection run: discovery streams into paging, results stream into the sink.
+"""One collection run's life: set up, drive the scheduler, stop on time, publish, summarize.
 
-Shape of a run (all inside one anyio task group)::
-
-    accounts ──► projects (IAM) ──► clusters (DWS list) ──► channel ──► N workers ──► sink
-                                                                     (page, normalize)
-
-Discovery of later projects proceeds while earlier clusters are paged; the channel is bounded,
-so discovery never runs far ahead of paging. Requests in flight are bounded by one limiter in
-the client. A failing unit (account, project, cluster) is written to ``errors.jsonl`` and never
-stops the others. A cluster's records reach ``records.jsonl`` only once its history is complete.
+Stopping: a deadline cancels the work when it expires. A first SIGINT/SIGTERM stops new work,
+lets clusters in flight finish for a short grace, then cancels what is left; a second signal
+exits at once (published files are whole — they only ever appear by rename). Either way the
+clusters that completed are published, and every unit left undone is listed in
+``errors.jsonl`` and counted in ``summary.json``.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,18 +19,13 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from collector import __version__
-from collector.auth import Signer
 from collector.client import ApiClient
-from collector.config import AccountConfig, Config
-from collector.discovery import Project, discover_projects, list_clusters
-from collector.errors import CollectorError, HttpStatusError
-from collector.normalize import RecordContext, format_time, normalize
-from collector.pagination import ServerProfile, read_history
+from collector.config import Config
+from collector.limits import Governor, GovernorSettings, RateSettings
 from collector.retry import RetryPolicy
+from collector.scheduler import Collection
 from collector.sinks import DirectorySink
 from collector.stats import RunStats
 from collector.transport import AiohttpTransport, Transport
@@ -46,6 +37,9 @@ EXIT_FATAL = 3
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
+#: Seconds in-flight clusters get to finish after the first signal.
+DEFAULT_GRACE = 5.0
+
 log = structlog.get_logger("collector.run")
 
 
@@ -53,15 +47,12 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def format_utc(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def new_run_id(started: datetime) -> str:
     return f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterUnit:
-    project: Project
-    signer: Signer
-    cluster: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,244 +62,58 @@ class RunResult:
     output_dir: Path
 
 
-def error_line(
-    err: CollectorError, *, unit: str, account: str, **where: str | None
-) -> dict[str, Any]:
-    return {
-        "unit": unit,
-        "account": account,
-        "region": where.get("region"),
-        "project_id": where.get("project_id"),
-        "cluster_id": where.get("cluster_id"),
-        "error": type(err).__name__,
-        "message": err.message,
-        "status": getattr(err, "status", None),
-        "error_code": getattr(err, "error_code", None),
-        "error_msg": getattr(err, "error_msg", None),
-        "request_id": getattr(err, "request_id", None),
-        "attempts": err.attempts,
-        "at": format_time(now_utc()),
-    }
+def governor_settings(config: Config) -> GovernorSettings:
+    limits, retry = config.limits, config.retry
+    return GovernorSettings(
+        concurrency=limits.concurrency,
+        per_endpoint=min(limits.per_endpoint or limits.concurrency, limits.concurrency),
+        rate=RateSettings(initial=limits.rate, maximum=limits.max_rate),
+        adaptive=limits.adaptive,
+        budget_ratio=retry.budget_ratio,
+        budget_minimum=retry.budget_minimum,
+        breaker_threshold=retry.breaker_threshold,
+        breaker_cooldown=retry.breaker_cooldown,
+    )
 
 
-class Collection:
-    """State of one run; :meth:`execute` drives it."""
+@dataclass(slots=True)
+class _Stop:
+    """Why the run stopped early, if it did."""
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        output_dir: Path,
-        transport: Transport,
-        policy: RetryPolicy,
-        run_id: str,
-    ) -> None:
-        self.config = config
-        self.output_dir = output_dir
-        self.run_id = run_id
-        self.stats = RunStats()
-        self.client = ApiClient(
-            transport=transport,
-            policy=policy,
-            limiter=anyio.CapacityLimiter(config.limits.concurrency),
-            stats=self.stats,
-        )
-        self.sink = DirectorySink(output_dir, run_id=run_id)
-        self.profiles: dict[str, ServerProfile] = {}
-        #: The signal that stopped the run, if one did.
-        self.interrupted: int | None = None
+    signal: int | None = None
+    deadline: bool = False
 
-    def profile(self, endpoint: str) -> ServerProfile:
-        found = self.profiles.get(endpoint)
-        if found is None:
-            pinned = self.config.paging.offset_mode
-            found = self.profiles[endpoint] = ServerProfile(mode=pinned)
-        return found
-
-    async def execute(self) -> None:
-        concurrency = self.config.limits.concurrency
-        send, receive = anyio.create_memory_object_stream[ClusterUnit](max_buffer_size=concurrency)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._discover_all, send)
-            async with receive:
-                for _ in range(concurrency):
-                    tg.start_soon(self._worker, receive.clone())
-
-    # -- discovery -------------------------------------------------------------------------
-
-    async def _discover_all(self, send: MemoryObjectSendStream[ClusterUnit]) -> None:
-        async with send, anyio.create_task_group() as tg:
-            for account in self.config.accounts:
-                tg.start_soon(self._discover_account, account, send.clone())
-
-    async def _discover_account(
-        self, account: AccountConfig, send: MemoryObjectSendStream[ClusterUnit]
-    ) -> None:
-        signer = Signer(account.credentials)
-        async with send:
-            try:
-                found = await discover_projects(self.client, account, signer)
-            except CollectorError as err:
-                self.stats.accounts_failed += 1
-                self._fail(err, unit="account", account=account.name)
-                return
-            for skipped in found.skipped:
-                self.stats.projects_skipped += 1
-                log.info(
-                    "project.skipped",
-                    account=account.name,
-                    project_id=skipped.id,
-                    project_name=skipped.name,
-                    reason=skipped.reason,
-                )
-            async with anyio.create_task_group() as tg:
-                for project in found.projects:
-                    tg.start_soon(self._discover_project, project, signer, send.clone())
-
-    async def _discover_project(
-        self, project: Project, signer: Signer, send: MemoryObjectSendStream[ClusterUnit]
-    ) -> None:
-        async with send:
-            self.stats.projects += 1
-            try:
-                clusters = await list_clusters(self.client, project, signer)
-            except CollectorError as err:
-                self.stats.projects_failed += 1
-                self._fail(
-                    err,
-                    unit="project",
-                    account=project.account,
-                    region=project.region,
-                    project_id=project.id,
-                )
-                return
-            log.info(
-                "project.discovered",
-                account=project.account,
-                region=project.region,
-                project_id=project.id,
-                clusters=len(clusters),
-            )
-            self.stats.clusters += len(clusters)
-            for cluster in clusters:
-                await send.send(ClusterUnit(project=project, signer=signer, cluster=cluster))
-
-    # -- paging ----------------------------------------------------------------------------
-
-    async def _worker(self, receive: MemoryObjectReceiveStream[ClusterUnit]) -> None:
-        async with receive:
-            async for unit in receive:
-                await self._collect_cluster(unit)
-
-    async def _collect_cluster(self, unit: ClusterUnit) -> None:
-        project, cluster = unit.project, unit.cluster
-        cluster_id: str = cluster["id"]
-        context = {
-            "account": project.account,
-            "region": project.region,
-            "project_id": project.id,
-            "cluster_id": cluster_id,
-        }
-        path = f"/v1/{project.id}/clusters/{cluster_id}/upgrade-management/records"
-
-        async def fetch(offset: int, limit: int) -> dict[str, Any]:
-            return await self.client.get_json(
-                signer=unit.signer,
-                base_url=project.endpoint,
-                path=path,
-                query=(("offset", str(offset)), ("limit", str(limit))),
-                project_id=project.id,
-                context=context,
-            )
-
-        paging = self.config.paging
-        state, count = "ok", 0
-        try:
-            history = await read_history(
-                fetch,
-                profile=self.profile(project.endpoint),
-                page_size=paging.page_size,
-                max_pages=paging.max_pages,
-                max_rereads=paging.max_rereads,
-            )
-        except HttpStatusError as err:
-            if err.status == 404:
-                # Deleted between listing and paging: gone, not lost.
-                state = "gone"
-                self.stats.clusters_gone += 1
-                log.info("cluster.gone", request_id=err.request_id, **context)
-            else:
-                state = "failed"
-                self.stats.clusters_failed += 1
-                self._fail(err, unit="cluster", **context)
-        except CollectorError as err:
-            state = "failed"
-            self.stats.clusters_failed += 1
-            self._fail(err, unit="cluster", **context)
-        else:
-            if history.passes > 1:
-                self.stats.clusters_reread += 1
-                log.info("cluster.reread", passes=history.passes, **context)
-            collected_at = format_time(now_utc())
-            assert collected_at is not None
-            ctx = RecordContext(
-                account=project.account,
-                region=project.region,
-                project_id=project.id,
-                cluster_id=cluster_id,
-                cluster_name=cluster.get("name") if isinstance(cluster.get("name"), str) else None,
-                collected_at=collected_at,
-            )
-            lines = [normalize(raw, ctx) for raw in history.records]
-            self.sink.add_records(lines)
-            count = len(lines)
-            self.stats.records += count
-            self.stats.clusters_ok += 1
-        self.sink.add_cluster(
-            {
-                "account": project.account,
-                "region": project.region,
-                "project_id": project.id,
-                "project_name": project.name,
-                "cluster_id": cluster_id,
-                "cluster_name": cluster.get("name"),
-                "collection": state,
-                "records": count,
-                "cluster": cluster,
-            }
-        )
-
-    def _fail(self, err: CollectorError, *, unit: str, account: str, **where: str | None) -> None:
-        line = error_line(err, unit=unit, account=account, **where)
-        self.sink.add_error(line)
-        log.warning(
-            "unit.failed",
-            unit=unit,
-            account=account,
-            **{k: v for k, v in where.items() if v is not None},
-            error=err.message,
-            status=line["status"],
-            error_code=line["error_code"],
-            request_id=line["request_id"],
-            attempts=err.attempts,
-        )
+    @property
+    def why(self) -> str | None:
+        if self.signal is not None:
+            return f"stopped by {signal.Signals(self.signal).name}"
+        if self.deadline:
+            return "deadline reached"
+        return None
 
 
-def _verdict(stats: RunStats, interrupted: int | None) -> tuple[str, int, str]:
+def _verdict(stats: RunStats, stop: _Stop, open_circuits: list[str]) -> tuple[str, int, str]:
     failed = stats.clusters_failed + stats.projects_failed + stats.accounts_failed
-    if interrupted is not None:
-        name = "SIGINT" if interrupted == signal.SIGINT else "SIGTERM"
-        code = EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
-        return "interrupted", code, f"stopped by {name}; units not reached are missing"
-    if failed:
-        parts = []
-        if stats.accounts_failed:
-            parts.append(f"{stats.accounts_failed} account(s)")
-        if stats.projects_failed:
-            parts.append(f"{stats.projects_failed} project(s)")
-        if stats.clusters_failed:
-            parts.append(f"{stats.clusters_failed} cluster(s)")
-        return "partial", EXIT_PARTIAL, " and ".join(parts) + " failed; see errors.jsonl"
+    parts = []
+    for count, noun in (
+        (stats.accounts_failed, "account"),
+        (stats.projects_failed, "project"),
+        (stats.clusters_failed, "cluster"),
+    ):
+        if count:
+            parts.append(f"{count} {noun}(s) failed")
+    if stats.units_not_collected:
+        parts.append(f"{stats.units_not_collected} unit(s) not collected")
+    if open_circuits:
+        parts.append(f"endpoints failing (circuit open): {', '.join(open_circuits)}")
+    detail = "; ".join(parts)
+    if stop.signal is not None:
+        code = EXIT_SIGINT if stop.signal == signal.SIGINT else EXIT_SIGTERM
+        return "interrupted", code, f"{stop.why}; {detail or 'nothing left undone'}"
+    if stop.deadline:
+        return "partial", EXIT_PARTIAL, f"deadline reached; {detail or 'nothing left undone'}"
+    if failed or open_circuits:
+        return "partial", EXIT_PARTIAL, detail + "; see errors.jsonl"
     return "ok", EXIT_OK, "every unit collected"
 
 
@@ -317,59 +122,54 @@ async def collect(
     *,
     output_dir: Path,
     transport: Transport | None = None,
-    policy: RetryPolicy | None = None,
+    deadline: float | None = None,
     handle_signals: bool = False,
-    on_signal: Callable[[int], None] | None = None,
+    grace: float = DEFAULT_GRACE,
 ) -> RunResult:
     """Run a whole collection into ``output_dir`` and publish its files."""
     started = now_utc()
     run_id = new_run_id(started)
     retry = config.retry
-    policy = policy or RetryPolicy(
+    policy = RetryPolicy(
         max_attempts=retry.max_attempts,
         backoff_base=retry.backoff_base,
         backoff_cap=retry.backoff_cap,
         retry_after_max=retry.retry_after_max,
     )
-    owned = transport is None
-    http: Transport = transport or AiohttpTransport(
-        connect_timeout=config.http.connect_timeout,
-        read_timeout=config.http.read_timeout,
-        max_connections=config.limits.concurrency,
-    )
-    interrupted: int | None = None
-    collection: Collection | None = None
+    stats = RunStats()
+    governor = Governor(governor_settings(config))
+    sink = DirectorySink(output_dir, run_id=run_id)
+    stop = _Stop()
     try:
-        if owned:
-            assert isinstance(http, AiohttpTransport)
-            await http.__aenter__()
-        collection = Collection(
-            config, output_dir=output_dir, transport=http, policy=policy, run_id=run_id
-        )
-        log.info("run.start", run_id=run_id, output=str(output_dir), version=__version__)
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(_watch_signals, tg, on_signal, collection)
-            await collection.execute()
-            tg.cancel_scope.cancel()
-        interrupted = collection.interrupted
+        async with _TransportScope(config, transport) as http:
+            client = ApiClient(transport=http, policy=policy, governor=governor, stats=stats)
+            collection = Collection(config, client=client, sink=sink, stats=stats)
+            log.info("run.start", run_id=run_id, output=str(output_dir), version=__version__)
+            async with anyio.create_task_group() as outer:
+                work = anyio.CancelScope()
+                if handle_signals:
+                    outer.start_soon(_watch_signals, collection, work, stop, sink, grace)
+                with work:
+                    limit = deadline if deadline is not None else float("inf")
+                    with anyio.move_on_after(limit) as timer:
+                        await collection.execute()
+                    if timer.cancelled_caught:
+                        stop.deadline = True
+                        collection.stopping = True
+                outer.cancel_scope.cancel()
+            if stop.why is not None:
+                stats.units_not_collected = collection.report_unfinished(stop.why)
     except BaseException:
-        if collection is not None:
-            collection.sink.discard()
+        sink.discard()
         raise
-    finally:
-        if owned:
-            assert isinstance(http, AiohttpTransport)
-            await http.__aexit__(None, None, None)
 
     ended = now_utc()
-    stats = collection.stats
-    status, code, reason = _verdict(stats, interrupted)
+    status, code, reason = _verdict(stats, stop, governor.open_circuits())
     summary = {
         "run_id": run_id,
         "collector_version": __version__,
-        "started_at": format_time(started),
-        "ended_at": format_time(ended),
+        "started_at": format_utc(started),
+        "ended_at": format_utc(ended),
         "duration_s": round((ended - started).total_seconds(), 3),
         "status": status,
         "exit_code": code,
@@ -381,21 +181,56 @@ async def collect(
             "errors": DirectorySink.ERRORS,
         },
     }
-    collection.sink.publish(summary)
+    sink.publish(summary)
     log.info("run.done", run_id=run_id, status=status, exit_code=code, **stats.as_dict())
     return RunResult(summary=summary, exit_code=code, output_dir=output_dir)
 
 
+class _TransportScope:
+    """Own an aiohttp transport unless the caller brought one."""
+
+    def __init__(self, config: Config, given: Transport | None) -> None:
+        self._given = given
+        self._owned: AiohttpTransport | None = None
+        if given is None:
+            self._owned = AiohttpTransport(
+                connect_timeout=config.http.connect_timeout,
+                read_timeout=config.http.read_timeout,
+                max_connections=config.limits.concurrency,
+            )
+
+    async def __aenter__(self) -> Transport:
+        if self._owned is not None:
+            return await self._owned.__aenter__()
+        assert self._given is not None
+        return self._given
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._owned is not None:
+            await self._owned.__aexit__(None, None, None)
+
+
 async def _watch_signals(
-    tg: TaskGroup, on_signal: Callable[[int], None] | None, collection: Collection
+    collection: Collection,
+    work: anyio.CancelScope,
+    stop: _Stop,
+    sink: DirectorySink,
+    grace: float,
 ) -> None:
+    async def cancel_after_grace() -> None:
+        await anyio.sleep(grace)
+        work.cancel()
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if collection.interrupted is not None:
-                # Second signal: leave now. Published files are whole (rename-based);
-                # temporaries are removed on the way out.
-                raise SystemExit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
-            collection.interrupted = int(signum)
-            if on_signal is not None:
-                on_signal(int(signum))
-            tg.cancel_scope.cancel()
+        async with anyio.create_task_group() as tg:
+            async for signum in signals:
+                if stop.signal is not None:
+                    # Second signal: leave now. Published files are whole (they appear only by
+                    # rename); remove our temporaries and go.
+                    sink.discard()
+                    log.warning("run.abort", signal=signal.Signals(signum).name)
+                    os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
+                stop.signal = int(signum)
+                collection.stopping = True
+                log.warning("run.stopping", signal=signal.Signals(signum).name, grace_s=grace)
+                tg.start_soon(cancel_after_grace)

@@ -14,6 +14,8 @@ class RunStats:
     requests: int = 0
     retries: int = 0
     throttled: int = 0
+    budget_exhausted: int = 0
+    circuit_rejected: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     accounts_failed: int = 0
     projects: int = 0
@@ -25,6 +27,7 @@ class RunStats:
     clusters_gone: int = 0
     clusters_reread: int = 0
     records: int = 0
+    units_not_collected: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -38,8 +41,11 @@ class RunStats:
             "clusters_gone": self.clusters_gone,
             "clusters_reread": self.clusters_reread,
             "records": self.records,
+            "units_not_collected": self.units_not_collected,
             "requests": self.requests,
             "retries": self.retries,
             "throttled": self.throttled,
+            "retry_budget_exhausted": self.budget_exhausted,
+            "circuit_rejected": self.circuit_rejected,
             "responses_by_status": dict(sorted(self.by_status.items())),
         }

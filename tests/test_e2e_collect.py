@@ -20,7 +20,15 @@ from collector.simulator.server import serve
 
 pytestmark = pytest.mark.anyio
 
-FAST_RETRY = RetryConfig(max_attempts=6, backoff_base=0.001, backoff_cap=0.01, retry_after_max=0.05)
+FAST_RETRY = RetryConfig(
+    max_attempts=6,
+    backoff_base=0.001,
+    backoff_cap=0.01,
+    retry_after_max=0.05,
+    budget_minimum=1000,  # these tests are about correctness, not the budget
+    passes=1,
+    pass_delay=0.0,
+)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -192,6 +200,9 @@ async def test_failing_cluster_contributes_no_partial_history(tmp_path: Path) ->
     ]
     assert errors[0]["attempts"] == FAST_RETRY.max_attempts
     assert errors[0]["request_id"]
+    # Set aside after the first pass, tried again in the second: the simulator saw the first
+    # page once, then every attempt of both passes.
+    assert faults.stats.records_by_cluster[cluster_id] == 1 + 2 * FAST_RETRY.max_attempts
     records = read_jsonl(tmp_path / "records.jsonl")
     assert all(r["cluster_id"] != cluster_id for r in records)
     assert len(records) == fleet.total_records - len(fleet.records(project_id, cluster_id))
@@ -210,9 +221,7 @@ async def test_transient_faults_are_retried_to_an_exact_result(tmp_path: Path) -
         return Config(
             accounts=config.accounts,
             limits=config.limits,
-            retry=RetryConfig(
-                max_attempts=12, backoff_base=0.001, backoff_cap=0.01, retry_after_max=0.05
-            ),
+            retry=replace(FAST_RETRY, max_attempts=12),
         )
 
     result = await run_against(fleet, faults, tmp_path, tweak=patient)

@@ -186,11 +186,16 @@ class _Simulator:
         """What the gateway checks before the service sees a request: region, signature, rate."""
         project_id = request.match_info.get("project_id")
         project = None if project_id is None else self.fleet.project(project_id)
-        if project is not None and project.region in self.faults.down_regions:
+        region = None if project is None else project.region
+        if region is not None and self.faults.region_is_down(region):
             raise _Refused(_gateway_error(503, "APIG.0202", "Region down"), "reset")
         account = await self._authenticate(request)
-        if not self.faults.take_token(account.ak):
+        # Huawei Cloud throttles per user and per API; each region is its own gateway.
+        if not self.faults.take_token(account.ak if region is None else f"{account.ak}@{region}"):
             raise _Refused(self._throttled(self.faults.rate_limit))
+        status = None if region is None else self.faults.region_status.get(region)
+        if status is not None:
+            raise _Refused(self._fault_status(status, "records"))
         return account
 
     async def _authenticate(self, request: web.Request) -> SimAccount:

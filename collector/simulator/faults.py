@@ -80,9 +80,11 @@ class Faults:
         "_buckets",
         "_by_kind",
         "_by_status",
+        "_down_periods",
         "_lock",
         "_records_by_cluster",
         "_rng",
+        "_started",
         "cluster_failures",
         "down_regions",
         "error_rates",
@@ -96,6 +98,7 @@ class Faults:
         "offset_mode",
         "page_cap",
         "rate_limit",
+        "region_status",
         "reset_rate",
         "retry_after",
         "stall_rate",
@@ -125,6 +128,8 @@ class Faults:
         cluster_failures: dict[str, ClusterFailure] | None = None,
         mutations: dict[str, Mutation] | None = None,
         down_regions: set[str] | None = None,
+        region_status: dict[str, int] | None = None,
+        down_periods: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         #: "page": offset is a page index, start = offset * limit, as documented;
         #: "record": offset is a record index, start = offset.
@@ -163,6 +168,11 @@ class Faults:
         self.mutations: dict[str, Mutation] = dict(mutations or {})
         #: Regions whose every request gets its connection reset.
         self.down_regions: set[str] = set(down_regions or ())
+        #: Region -> the status every request for that region answers (e.g. 503 all run long).
+        self.region_status: dict[str, int] = dict(region_status or {})
+        #: Region -> (start, end) seconds after the Faults were made: down (reset) in between.
+        self._down_periods: dict[str, tuple[float, float]] = dict(down_periods or {})
+        self._started = time.monotonic()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -234,6 +244,16 @@ class Faults:
             if point < edge:
                 return Draw(outcome)
         return Draw("ok")
+
+    def region_is_down(self, region: str) -> bool:
+        """True while a region is down, for good or for its configured period."""
+        if region in self.down_regions:
+            return True
+        period = self._down_periods.get(region)
+        if period is None:
+            return False
+        elapsed = time.monotonic() - self._started
+        return period[0] <= elapsed < period[1]
 
     def take_token(self, ak: str) -> bool:
         """Spend one request from the access key's bucket; False when it is empty."""
