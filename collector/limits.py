@@ -133,7 +133,7 @@ class AdaptiveRate:
     def _requeue(self, now: float) -> None:
         # Slots already handed out were spaced for the old rate: make their holders queue again.
         self._epoch += 1
-        self._next_slot = max(now, self._paused_until)
+        self._next_slot = max(now + 1.0 / self.rate, self._paused_until)
 
 
 class RetryBudget:

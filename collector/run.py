@@ -113,7 +113,8 @@ def _verdict(stats: RunStats, stop: _Stop, open_circuits: list[str]) -> tuple[st
     if stop.deadline:
         return "partial", EXIT_PARTIAL, f"deadline reached; {detail or 'nothing left undone'}"
     if failed or open_circuits:
-        return "partial", EXIT_PARTIAL, detail + "; see errors.jsonl"
+        where = ", ".join(f"{name}: {n}" for name, n in sorted(stats.failed_by_endpoint.items()))
+        return "partial", EXIT_PARTIAL, f"{detail} (by endpoint: {where}); see errors.jsonl"
     return "ok", EXIT_OK, "every unit collected"
 
 

@@ -146,20 +146,26 @@ class Collection:
             await self._pass(deferred)
 
     async def _pass(self, work: Deferred) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            async with anyio.create_task_group() as discovery:
-                for account, _ in work.accounts:
-                    discovery.start_soon(self._discover_account, account)
-                for project, signer, _ in work.projects:
-                    discovery.start_soon(self._discover_project, project, signer)
-                for unit, _ in work.clusters:
-                    discovery.start_soon(self._enqueue, unit)
-            # Discovery is over: close the queues so the workers end once they drain them.
-            queues, self._queues = self._queues, {}
-            for send in queues.values():
-                await send.aclose()
-        self._tg = None
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                async with anyio.create_task_group() as discovery:
+                    for account, _ in work.accounts:
+                        discovery.start_soon(self._discover_account, account)
+                    for project, signer, _ in work.projects:
+                        discovery.start_soon(self._discover_project, project, signer)
+                    for unit, _ in work.clusters:
+                        discovery.start_soon(self._enqueue, unit)
+                # Discovery is over: close the queues so the workers end once they drain them.
+                self._close_queues()
+        finally:
+            self._close_queues()  # cancelled (deadline, signal): close them all the same
+            self._tg = None
+
+    def _close_queues(self) -> None:
+        queues, self._queues = self._queues, {}
+        for send in queues.values():
+            send.close()
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -356,6 +362,7 @@ class Collection:
             self.stats.clusters_failed += 1
             cluster_unit: ClusterUnit = retry[0]
             self._finish_cluster(cluster_unit, state="failed", records=0)
+        self.stats.failed_by_endpoint[where.get("region") or IAM] += 1
         line = error_line(err, unit=unit, account=account, **where)
         self.sink.add_error(line)
         log.warning(

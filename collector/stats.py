@@ -17,6 +17,8 @@ class RunStats:
     budget_exhausted: int = 0
     circuit_rejected: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
+    #: Failed units per endpoint (DWS region, or "iam"), to name where trouble is.
+    failed_by_endpoint: Counter[str] = field(default_factory=Counter)
     accounts_failed: int = 0
     projects: int = 0
     projects_failed: int = 0
@@ -48,4 +50,5 @@ class RunStats:
             "retry_budget_exhausted": self.budget_exhausted,
             "circuit_rejected": self.circuit_rejected,
             "responses_by_status": dict(sorted(self.by_status.items())),
+            "failed_by_endpoint": dict(sorted(self.failed_by_endpoint.items())),
         }

@@ -1,0 +1,208 @@
+"""Pacing, retry budget and breaker, on fake time (no test here waits for real)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from collector.limits import (
+    AdaptiveRate,
+    CircuitBreaker,
+    RateSettings,
+    RetryBudget,
+    stated_limit,
+)
+
+
+class FakeTime:
+    """Virtual time: sleepers wake in deadline order; the clock jumps, nothing waits for real.
+
+    ``run(main)`` drives it: whenever every task is blocked, time advances to the earliest
+    sleeper's deadline.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._seq = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        event = anyio.Event()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), self._seq, event))
+        await event.wait()
+
+    def run(self, main: Callable[[], Awaitable[None]]) -> None:
+        async def driver() -> None:
+            done = anyio.Event()
+
+            async def wrapped() -> None:
+                await main()
+                done.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wrapped)
+                while not done.is_set():
+                    for _ in range(20):  # let every runnable task reach its next sleep
+                        await anyio.lowlevel.checkpoint()
+                    if self._sleepers and not done.is_set():
+                        deadline, _, event = heapq.heappop(self._sleepers)
+                        self.now = max(self.now, deadline)
+                        event.set()
+
+        anyio.run(driver)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "The throttling threshold has been reached: policy user over ratelimit,"
+            "limit:50,time:1 second",
+            50.0,
+        ),
+        ("policy ip over ratelimit, limit:600, time:1 minute", 10.0),
+        ("The throttling threshold has been reached", None),
+        (None, None),
+    ],
+)
+def test_stated_limit_is_read_from_apig_0308(message: str | None, expected: float | None) -> None:
+    """The requests-per-second figure an APIG.0308 message states, in either time unit."""
+    assert stated_limit(message) == expected
+
+
+def test_acquire_spaces_requests_evenly_at_the_rate() -> None:
+    """At 10/s, five back-to-back acquires leave at 0, 0.1, 0.2, 0.3, 0.4 s."""
+    t = FakeTime()
+    rate = AdaptiveRate(RateSettings(initial=10.0), clock=t.clock, sleep=t.sleep)
+    start = t.now
+    times = []
+
+    async def go() -> None:
+        for _ in range(5):
+            await rate.acquire()
+            times.append(round(t.now - start, 6))
+
+    t.run(go)
+    assert times == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+def test_throttle_with_stated_limit_paces_just_under_it_and_never_probes_above() -> None:
+    """A 429 stating 50/s sets the pace to 47.5/s; long success never probes past 47.5."""
+    t = FakeTime()
+    rate = AdaptiveRate(RateSettings(initial=100.0, headroom=0.95), clock=t.clock, sleep=t.sleep)
+    rate.on_throttle(message="policy user over ratelimit,limit:50,time:1 second", retry_after=None)
+    assert rate.rate == pytest.approx(47.5)
+    for _ in range(100):
+        t.now += 1.1
+        for _ in range(60):
+            rate.on_success()
+    assert rate.rate == pytest.approx(47.5)
+
+
+def test_unexplained_throttle_halves_once_per_second() -> None:
+    """Many 429s arriving together slow the pace once, not once each."""
+    t = FakeTime()
+    rate = AdaptiveRate(RateSettings(initial=40.0), clock=t.clock, sleep=t.sleep)
+    t.now += 2.0
+    for _ in range(10):
+        rate.on_throttle(message=None, retry_after=None)
+    assert rate.rate == pytest.approx(20.0)
+    t.now += 1.0
+    rate.on_throttle(message=None, retry_after=None)
+    assert rate.rate == pytest.approx(10.0)
+
+
+def test_success_probes_upward_gradually() -> None:
+    """After a second's worth of successes the pace rises by the increase factor, to the max."""
+    t = FakeTime()
+    rate = AdaptiveRate(
+        RateSettings(initial=10.0, increase=1.25, maximum=15.0), clock=t.clock, sleep=t.sleep
+    )
+    t.now += 1.0
+    for _ in range(10):
+        rate.on_success()
+    assert rate.rate == pytest.approx(12.5)
+    t.now += 1.0
+    for _ in range(13):
+        rate.on_success()
+    assert rate.rate == pytest.approx(15.0)  # 15.625 capped at the maximum
+
+
+def test_retry_after_pauses_the_bucket() -> None:
+    """After a 429 with Retry-After: 3, the next request waits the 3 seconds."""
+    t = FakeTime()
+    rate = AdaptiveRate(RateSettings(initial=10.0), clock=t.clock, sleep=t.sleep)
+    rate.on_throttle(message=None, retry_after=3.0)
+    start = t.now
+
+    async def go() -> None:
+        await rate.acquire()
+
+    t.run(go)
+    assert t.now - start == pytest.approx(3.0)
+
+
+def test_waiters_queued_before_a_slowdown_are_respaced() -> None:
+    """Slots handed out at the old pace are taken again at the new one after a 429."""
+    t = FakeTime()
+    rate = AdaptiveRate(RateSettings(initial=100.0), clock=t.clock, sleep=t.sleep)
+    sent: list[float] = []
+
+    async def one() -> None:
+        await rate.acquire()
+        sent.append(t.now)
+        if len(sent) == 1:
+            rate.on_throttle(message="limit:10,time:1 second", retry_after=None)
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(one)
+
+    t.run(go)
+    gaps = [round(b - a, 4) for a, b in zip(sent, sent[1:], strict=False)]
+    # After the first request the pace is 9.5/s: nobody leaves sooner than 1/9.5 s after another
+    # (at the old pace they would have left 0.01 s apart).
+    assert len(gaps) == 3
+    assert all(gap >= round(1 / 9.5, 4) - 1e-4 for gap in gaps), gaps
+
+
+def test_retry_budget_allows_ten_percent_plus_floor_then_refuses() -> None:
+    """100 requests in the window allow 10% + 10 = 20 retries; the 21st is refused."""
+    t = FakeTime()
+    budget = RetryBudget(ratio=0.1, minimum=10, window=60.0, clock=t.clock)
+    for _ in range(100):
+        budget.on_request()
+    granted = sum(budget.try_spend() for _ in range(30))
+    assert granted == 20
+    t.now += 61.0  # the window slides past every request and retry
+    assert budget.try_spend()
+
+
+def test_breaker_opens_after_threshold_and_probes_once_after_cooldown() -> None:
+    """Closed → open after N failures → one probe after the cool-down → closed on success."""
+    t = FakeTime()
+    breaker = CircuitBreaker(threshold=3, cooldown=30.0, clock=t.clock)
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.on_failure()
+    assert breaker.is_open
+    assert not breaker.allow()
+    t.now += 30.0
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # only one
+    breaker.on_failure()  # probe failed: open again, cool-down restarts
+    assert not breaker.allow()
+    t.now += 30.0
+    assert breaker.allow()
+    breaker.on_success()
+    assert not breaker.is_open
+    assert breaker.allow()
