@@ -73,7 +73,8 @@ async def test_dead_region_fails_alone_with_its_name_and_few_retries(tmp_path: P
     assert result.exit_code == 1
     assert dead in result.summary["reason"]
     errors = read_jsonl(tmp_path / "errors.jsonl")
-    assert errors and {e["region"] for e in errors} == {dead}
+    assert errors
+    assert {e["region"] for e in errors} == {dead}
     # Every other region's clusters are exact.
     records = read_jsonl(tmp_path / "records.jsonl")
     for _a, project, cluster in fleet.iter_clusters():

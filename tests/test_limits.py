@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -168,7 +169,7 @@ def test_waiters_queued_before_a_slowdown_are_respaced() -> None:
                 tg.start_soon(one)
 
     t.run(go)
-    gaps = [round(b - a, 4) for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [round(b - a, 4) for a, b in itertools.pairwise(sent)]
     # After the first request the pace is 9.5/s: nobody leaves sooner than 1/9.5 s after another
     # (at the old pace they would have left 0.01 s apart).
     assert len(gaps) == 3
