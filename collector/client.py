@@ -17,7 +17,7 @@ import structlog
 
 from collector.auth import Signer
 from collector.errors import BadResponseError, CircuitOpenError, CollectorError, HttpStatusError
-from collector.limits import AdaptiveRate, EndpointState, Governor, Route
+from collector.limits import AdaptiveRate, EndpointState, Governor, PassBarrier, Route
 from collector.retry import RetryPolicy, parse_retry_after
 from collector.stats import RunStats
 from collector.transport import Transport
@@ -48,11 +48,13 @@ class ApiClient:
         policy: RetryPolicy,
         governor: Governor,
         stats: RunStats,
+        barrier: PassBarrier | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._transport = transport
         self._policy = policy
         self._governor = governor
+        self._barrier = barrier
         self._stats = stats
         self._sleep = sleep
         self._log = structlog.get_logger("collector.client")
@@ -102,7 +104,14 @@ class ApiClient:
                     delay = None
                 if delay is None:
                     err.attempts = attempt
-                    raise
+                    if not (err.transient or isinstance(err, CircuitOpenError)):
+                        raise
+                    # Out of attempts, budget or luck for now: set the request aside and try it
+                    # again in a later pass, keeping whatever the unit already collected.
+                    if self._barrier is None or not await self._park(err, full_path, context):
+                        raise
+                    attempt = 0
+                    continue
                 self._stats.retries += 1
                 self._log.debug(
                     "request.retry",
@@ -121,6 +130,14 @@ class ApiClient:
                 if rate is not None:
                     rate.on_success()
                 return body
+
+    async def _park(
+        self, err: CollectorError, path: str, context: Mapping[str, object] | None
+    ) -> bool:
+        assert self._barrier is not None
+        self._stats.parked += 1
+        self._log.debug("request.parked", path=path, error=str(err), **(context or {}))
+        return await self._barrier.park()
 
     @staticmethod
     def _observe_failure(

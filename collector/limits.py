@@ -14,6 +14,7 @@ Every class takes a ``clock`` so tests run on fake time.
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 from collections import deque
@@ -284,3 +285,98 @@ class Governor:
 
     def open_circuits(self) -> list[str]:
         return sorted(name for name, state in self._endpoints.items() if state.breaker.is_open)
+
+
+class Slot:
+    """One unit's hold on an endpoint's capacity, taken by one task and released by another."""
+
+    __slots__ = ("_borrower", "_limiter")
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._borrower = object()
+
+    async def acquire(self) -> None:
+        await self._limiter.acquire_on_behalf_of(self._borrower)
+
+    def release(self) -> None:
+        self._limiter.release_on_behalf_of(self._borrower)
+
+
+#: The endpoint slot held by the unit running in this task, given back while it is parked.
+CURRENT_SLOT: contextvars.ContextVar[Slot | None] = contextvars.ContextVar(
+    "collector_current_slot", default=None
+)
+
+
+class PassBarrier:
+    """Where requests that ran out of attempts (or budget, or met an open circuit) wait.
+
+    A parked request gives its endpoint slot back and sleeps until the rest of the run is idle
+    (nothing busy but parked requests); then, after ``delay`` seconds, a new pass begins and
+    every parked request is tried again with fresh attempts. After ``passes`` later passes,
+    :meth:`park` answers False and the failure is final. The work a unit already did is kept:
+    a cluster resumes at the page it stopped on.
+    """
+
+    def __init__(self, *, passes: int, delay: float, sleep: Sleep = anyio.sleep) -> None:
+        self.passes = passes
+        self.delay = delay
+        self._sleep = sleep
+        #: 1 for the first pass; each later pass adds one.
+        self.number = 1
+        self.busy = 0
+        self.parked = 0
+        self._release = anyio.Event()
+        self._idle = anyio.Event()
+        self._halted = False
+
+    def halt(self) -> None:
+        """Start no more passes (the run is stopping): :meth:`run` returns once all is idle."""
+        self._halted = True
+        self._idle.set()
+
+    def enter(self) -> None:
+        """A unit of work has started (or been queued)."""
+        self.busy += 1
+
+    def leave(self) -> None:
+        self.busy -= 1
+        if self.busy == 0:
+            self._idle.set()
+
+    async def park(self) -> bool:
+        """Wait for the next pass; False (at once) when no later pass remains."""
+        if self.number > self.passes:
+            return False
+        slot = CURRENT_SLOT.get()
+        if slot is not None:
+            slot.release()
+        release = self._release
+        self.parked += 1
+        self.leave()
+        try:
+            await release.wait()
+        finally:
+            self.parked -= 1
+            self.busy += 1
+        if slot is not None:
+            await slot.acquire()
+        return True
+
+    async def run(self, on_pass: Callable[[int, int], None] | None = None) -> None:
+        """Start later passes while parked requests wait; return when nothing is busy and
+        either nothing is parked or the barrier was halted."""
+        while True:
+            await self._idle.wait()
+            self._idle = anyio.Event()
+            if self.busy > 0:
+                continue
+            if self.parked == 0 or self._halted:
+                return
+            await self._sleep(self.delay)
+            self.number += 1
+            if on_pass is not None:
+                on_pass(self.number, self.parked)
+            release, self._release = self._release, anyio.Event()
+            release.set()

@@ -23,7 +23,7 @@ import structlog
 from collector import __version__
 from collector.client import ApiClient
 from collector.config import Config
-from collector.limits import Governor, GovernorSettings, RateSettings
+from collector.limits import Governor, GovernorSettings, PassBarrier, RateSettings
 from collector.retry import RetryPolicy
 from collector.scheduler import Collection
 from collector.sinks import DirectorySink
@@ -143,8 +143,11 @@ async def collect(
     stop = _Stop()
     try:
         async with _TransportScope(config, transport) as http:
-            client = ApiClient(transport=http, policy=policy, governor=governor, stats=stats)
-            collection = Collection(config, client=client, sink=sink, stats=stats)
+            barrier = PassBarrier(passes=retry.passes, delay=retry.pass_delay)
+            client = ApiClient(
+                transport=http, policy=policy, governor=governor, stats=stats, barrier=barrier
+            )
+            collection = Collection(config, client=client, sink=sink, stats=stats, barrier=barrier)
             log.info("run.start", run_id=run_id, output=str(output_dir), version=__version__)
             async with anyio.create_task_group() as outer:
                 work = anyio.CancelScope()
@@ -156,7 +159,7 @@ async def collect(
                         await collection.execute()
                     if timer.cancelled_caught:
                         stop.deadline = True
-                        collection.stopping = True
+                        collection.stop()
                 outer.cancel_scope.cancel()
             if stop.why is not None:
                 stats.units_not_collected = collection.report_unfinished(stop.why)
@@ -232,6 +235,6 @@ async def _watch_signals(
                     log.warning("run.abort", signal=signal.Signals(signum).name)
                     os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
                 stop.signal = int(signum)
-                collection.stopping = True
+                collection.stop()
                 log.warning("run.stopping", signal=signal.Signals(signum).name, grace_s=grace)
                 tg.start_soon(cancel_after_grace)

@@ -2,25 +2,27 @@
 
 Shape of one pass (all inside one anyio task group)::
 
-    accounts ──► projects (IAM) ──► clusters (DWS list) ──► queue per endpoint ──► its workers
-                                                                                  (page, write)
+    accounts ──► projects (IAM) ──► clusters (DWS list) ──► queue per endpoint ──► a task per
+                                                                      cluster, N per endpoint
 
 * Every endpoint (a DWS region, or IAM) has its own bounded queue and its own workers, so a slow,
   throttled or dead region only ever blocks its own work; requests in flight are bounded
   globally and per endpoint by the client's governor.
 * Discovery of later projects proceeds while earlier clusters are paged; a project's task blocks
   only on its own endpoint's queue.
-* A unit (account, project, cluster) that fails transiently — attempts or retry budget spent,
-  circuit open — is set aside and tried again in a later pass; only what still fails after the
-  last pass is written to ``errors.jsonl``. Failures that will not change (403, 401, bad data)
-  are written at once.
+* A request that fails transiently after its attempts — or whose retry budget is spent, or
+  whose endpoint's circuit is open — is parked at the :class:`~collector.limits.PassBarrier`:
+  it gives its endpoint slot back and is tried again in a later pass, once everything else is
+  done, and its unit resumes where it stopped (a cluster keeps the pages it has). Only what
+  still fails after the last pass is written to ``errors.jsonl``; failures that will not change
+  (403, 401, bad data) are written at once.
 * Every unit known but not finished is tracked, so a deadline or a signal can report exactly
   what was left undone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,8 +35,8 @@ from collector.auth import Signer
 from collector.client import ApiClient
 from collector.config import AccountConfig, Config
 from collector.discovery import Project, discover_projects, list_clusters
-from collector.errors import CircuitOpenError, CollectorError, HttpStatusError, NotCollected
-from collector.limits import Route
+from collector.errors import CollectorError, HttpStatusError, NotCollected
+from collector.limits import CURRENT_SLOT, PassBarrier, Route, Slot
 from collector.normalize import RecordContext, format_time, normalize
 from collector.pagination import ServerProfile, read_history
 from collector.sinks import Sink
@@ -57,18 +59,6 @@ class ClusterUnit:
         return cluster_id
 
 
-@dataclass(slots=True)
-class Deferred:
-    """Units set aside for a later pass, with the error that put them there."""
-
-    accounts: list[tuple[AccountConfig, CollectorError]] = field(default_factory=list)
-    projects: list[tuple[Project, Signer, CollectorError]] = field(default_factory=list)
-    clusters: list[tuple[ClusterUnit, CollectorError]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.accounts or self.projects or self.clusters)
-
-
 def error_line(
     err: CollectorError, *, unit: str, account: str, **where: str | None
 ) -> dict[str, Any]:
@@ -89,29 +79,40 @@ def error_line(
     }
 
 
-def _retry_later(err: CollectorError) -> bool:
-    return err.transient or isinstance(err, CircuitOpenError)
-
-
 class Collection:
     """One run's units and their fate; :meth:`execute` drives the passes."""
 
-    def __init__(self, config: Config, *, client: ApiClient, sink: Sink, stats: RunStats) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        client: ApiClient,
+        sink: Sink,
+        stats: RunStats,
+        barrier: PassBarrier,
+    ) -> None:
         self.config = config
         self.client = client
         self.sink = sink
         self.stats = stats
+        self.barrier = barrier
         self.profiles: dict[str, ServerProfile] = {}
-        #: Set by a signal or the deadline: start nothing new.
-        self.stopping = False
-        self._final_pass = False
-        self._deferred = Deferred()
+        self._stopping = False
         self._queues: dict[str, MemoryObjectSendStream[ClusterUnit]] = {}
         self._tg: TaskGroup | None = None
         # Everything known and not finished, for an exact report when a run is cut short.
         self.pending_accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
         self.pending_projects: dict[str, Project] = {}
         self.pending_clusters: dict[str, ClusterUnit] = {}
+
+    @property
+    def stopping(self) -> bool:
+        """Set by a signal or the deadline: start nothing new."""
+        return self._stopping
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.barrier.halt()
 
     @property
     def per_endpoint(self) -> int:
@@ -124,61 +125,46 @@ class Collection:
             found = self.profiles[endpoint] = ServerProfile(mode=self.config.paging.offset_mode)
         return found
 
-    # -- passes ------------------------------------------------------------------------------
-
     async def execute(self) -> None:
-        retry = self.config.retry
-        self._final_pass = retry.passes == 0
-        await self._pass(Deferred(accounts=[(a, _NO_ERROR) for a in self.config.accounts]))
-        for number in range(1, retry.passes + 1):
-            if not self._deferred or self.stopping:
-                break
-            deferred, self._deferred = self._deferred, Deferred()
-            self._final_pass = number == retry.passes
-            log.info(
-                "pass.start",
-                number=number + 1,
-                accounts=len(deferred.accounts),
-                projects=len(deferred.projects),
-                clusters=len(deferred.clusters),
-            )
-            await anyio.sleep(retry.pass_delay)
-            await self._pass(deferred)
+        """Run every unit, in as many passes as parked requests need."""
 
-    async def _pass(self, work: Deferred) -> None:
+        def on_pass(number: int, parked: int) -> None:
+            self.stats.passes = number
+            log.info("pass.start", number=number, requests_set_aside=parked)
+
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                async with anyio.create_task_group() as discovery:
-                    for account, _ in work.accounts:
-                        discovery.start_soon(self._discover_account, account)
-                    for project, signer, _ in work.projects:
-                        discovery.start_soon(self._discover_project, project, signer)
-                    for unit, _ in work.clusters:
-                        discovery.start_soon(self._enqueue, unit)
-                # Discovery is over: close the queues so the workers end once they drain them.
-                self._close_queues()
+                for account in self.config.accounts:
+                    self.barrier.enter()
+                    tg.start_soon(self._discover_account, account)
+                await self.barrier.run(on_pass)
+                # All done (or halted with only parked requests left): end the dispatchers
+                # waiting on their queues, and anything parked.
+                tg.cancel_scope.cancel()
         finally:
-            self._close_queues()  # cancelled (deadline, signal): close them all the same
             self._tg = None
-
-    def _close_queues(self) -> None:
-        queues, self._queues = self._queues, {}
-        for send in queues.values():
-            send.close()
+            for send in self._queues.values():
+                send.close()
+            self._queues.clear()
 
     # -- discovery ---------------------------------------------------------------------------
 
     async def _discover_account(self, account: AccountConfig) -> None:
-        if self.stopping:
-            return
+        try:
+            if not self.stopping:
+                await self._discover_account_now(account)
+        finally:
+            self.barrier.leave()
+
+    async def _discover_account_now(self, account: AccountConfig) -> None:
         signer = Signer(account.credentials)
         try:
             found = await discover_projects(
                 self.client, account, signer, route=Route(account.name, IAM)
             )
         except CollectorError as err:
-            self._unit_failed(err, unit="account", account=account.name, retry=(account,))
+            self._unit_failed(err, unit="account", account=account.name)
             return
         del self.pending_accounts[account.name]
         for skipped in found.skipped:
@@ -193,13 +179,19 @@ class Collection:
         for project in found.projects:
             self.pending_projects[project.id] = project
         self.stats.projects += len(found.projects)
-        async with anyio.create_task_group() as tg:
-            for project in found.projects:
-                tg.start_soon(self._discover_project, project, signer)
+        assert self._tg is not None
+        for project in found.projects:
+            self.barrier.enter()
+            self._tg.start_soon(self._discover_project, project, signer)
 
     async def _discover_project(self, project: Project, signer: Signer) -> None:
-        if self.stopping:
-            return
+        try:
+            if not self.stopping:
+                await self._discover_project_now(project, signer)
+        finally:
+            self.barrier.leave()
+
+    async def _discover_project_now(self, project: Project, signer: Signer) -> None:
         try:
             clusters = await list_clusters(
                 self.client, project, signer, route=Route(project.account, project.region)
@@ -211,7 +203,6 @@ class Collection:
                 account=project.account,
                 region=project.region,
                 project_id=project.id,
-                retry=(project, signer),
             )
             return
         del self.pending_projects[project.id]
@@ -240,19 +231,37 @@ class Collection:
             )
             self._queues[endpoint] = send
             assert self._tg is not None
-            async with receive:
-                for _ in range(self.per_endpoint):
-                    self._tg.start_soon(self._worker, receive.clone())
-        await send.send(unit)
+            self._tg.start_soon(self._dispatch, receive, anyio.CapacityLimiter(self.per_endpoint))
+        self.barrier.enter()  # a queued cluster is work the next pass must wait for
+        try:
+            await send.send(unit)
+        except BaseException:
+            self.barrier.leave()
+            raise
 
     # -- paging ------------------------------------------------------------------------------
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[ClusterUnit]) -> None:
+    async def _dispatch(
+        self, receive: MemoryObjectReceiveStream[ClusterUnit], slots: anyio.CapacityLimiter
+    ) -> None:
+        """Start each queued cluster of one endpoint as soon as one of its slots is free."""
+        assert self._tg is not None
         async with receive:
             async for unit in receive:
                 if self.stopping:
-                    return  # what is still queued stays pending and is reported as such
-                await self._collect_cluster(unit)
+                    self.barrier.leave()  # left pending: reported as not collected
+                    continue
+                slot = Slot(slots)
+                await slot.acquire()
+                self._tg.start_soon(self._run_cluster, unit, slot)
+
+    async def _run_cluster(self, unit: ClusterUnit, slot: Slot) -> None:
+        CURRENT_SLOT.set(slot)  # a parked request gives it back while it waits
+        try:
+            await self._collect_cluster(unit)
+        finally:
+            slot.release()
+            self.barrier.leave()
 
     async def _collect_cluster(self, unit: ClusterUnit) -> None:
         project, cluster, cluster_id = unit.project, unit.cluster, unit.cluster_id
@@ -283,9 +292,7 @@ class Collection:
             )
         except HttpStatusError as err:
             if err.status != 404:
-                self._unit_failed(
-                    err, unit="cluster", account=project.account, retry=(unit,), **where
-                )
+                self._unit_failed(err, unit="cluster", account=project.account, retry=unit, **where)
                 return
             # Deleted between listing and paging: gone, not lost.
             self.stats.clusters_gone += 1
@@ -293,7 +300,7 @@ class Collection:
             self._finish_cluster(unit, state="gone", records=0)
             return
         except CollectorError as err:
-            self._unit_failed(err, unit="cluster", account=project.account, retry=(unit,), **where)
+            self._unit_failed(err, unit="cluster", account=project.account, retry=unit, **where)
             return
         if history.passes > 1:
             self.stats.clusters_reread += 1
@@ -340,18 +347,10 @@ class Collection:
         *,
         unit: str,
         account: str,
-        retry: tuple[Any, ...],
+        retry: ClusterUnit | None = None,
         **where: str | None,
     ) -> None:
-        if _retry_later(err) and not self._final_pass and not self.stopping:
-            if unit == "account":
-                self._deferred.accounts.append((retry[0], err))
-            elif unit == "project":
-                self._deferred.projects.append((retry[0], retry[1], err))
-            else:
-                self._deferred.clusters.append((retry[0], err))
-            log.info("unit.deferred", unit=unit, account=account, error=err.message, **where)
-            return
+        """A final failure (later passes, if any, are behind us): count it and write it."""
         if unit == "account":
             self.stats.accounts_failed += 1
             self.pending_accounts.pop(account, None)
@@ -359,9 +358,9 @@ class Collection:
             self.stats.projects_failed += 1
             self.pending_projects.pop(str(where.get("project_id")), None)
         else:
+            assert retry is not None
             self.stats.clusters_failed += 1
-            cluster_unit: ClusterUnit = retry[0]
-            self._finish_cluster(cluster_unit, state="failed", records=0)
+            self._finish_cluster(retry, state="failed", records=0)
         self.stats.failed_by_endpoint[where.get("region") or IAM] += 1
         line = error_line(err, unit=unit, account=account, **where)
         self.sink.add_error(line)
@@ -414,6 +413,3 @@ def _not_collected(why: str) -> NotCollected:
     err = NotCollected(f"not collected: {why}")
     err.attempts = 0
     return err
-
-
-_NO_ERROR = NotCollected("first pass")

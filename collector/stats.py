@@ -16,6 +16,9 @@ class RunStats:
     throttled: int = 0
     budget_exhausted: int = 0
     circuit_rejected: int = 0
+    #: Requests set aside for a later pass.
+    parked: int = 0
+    passes: int = 1
     by_status: Counter[str] = field(default_factory=Counter)
     #: Failed units per endpoint (DWS region, or "iam"), to name where trouble is.
     failed_by_endpoint: Counter[str] = field(default_factory=Counter)
@@ -49,6 +52,8 @@ class RunStats:
             "throttled": self.throttled,
             "retry_budget_exhausted": self.budget_exhausted,
             "circuit_rejected": self.circuit_rejected,
+            "requests_set_aside": self.parked,
+            "passes": self.passes,
             "responses_by_status": dict(sorted(self.by_status.items())),
             "failed_by_endpoint": dict(sorted(self.failed_by_endpoint.items())),
         }
