@@ -73,6 +73,13 @@ def _fault_rate(text: str) -> tuple[int, float]:
     return code, probability
 
 
+def _region_status(text: str) -> tuple[str, int]:
+    region, sep, status = text.partition("=")
+    if not sep or not region or not status.isdigit() or not 400 <= int(status) <= 599:
+        raise argparse.ArgumentTypeError(f"{text!r} is not REGION=STATUS, e.g. cn-north-4=503")
+    return region, int(status)
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -219,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="every request for this region has its connection reset; repeatable",
     )
     simulate.add_argument(
+        "--region-status",
+        type=_region_status,
+        action="append",
+        default=[],
+        metavar="REGION=STATUS",
+        help="every request for REGION answers STATUS (e.g. cn-north-4=503); repeatable",
+    )
+    simulate.add_argument(
         "--fixed-records", action="store_true", help="every cluster has exactly --records records"
     )
     simulate.set_defaults(func=cmd_simulate)
@@ -317,6 +332,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         truncate_rate=args.truncate_rate,
         html_rate=args.html_rate,
         down_regions=set(args.down_region),
+        region_status=dict(args.region_status),
     )
 
     def ready(url: str) -> None:

@@ -113,6 +113,7 @@ class ApiClient:
                     attempt = 0
                     continue
                 self._stats.retries += 1
+                self._stats.retries_by_endpoint[route.endpoint] += 1
                 self._log.debug(
                     "request.retry",
                     path=full_path,
@@ -178,6 +179,7 @@ class ApiClient:
             if signed.query_string:
                 url = f"{url}?{signed.query_string}"
             self._stats.requests += 1
+            self._stats.requests_by_endpoint[endpoint.name] += 1
             endpoint.budget.on_request()
             try:
                 response = await self._transport.get(url, headers=signed.headers)

@@ -92,8 +92,8 @@ class RetryConfig:
     retry_after_max: float = 120.0
     #: Retries per endpoint stay under this share of its requests over the last minute...
     budget_ratio: float = 0.1
-    #: ...plus this many, so a quiet endpoint can still retry.
-    budget_minimum: int = 10
+    #: ...plus this many (0: strictly the ratio; what the budget refuses waits for a later pass).
+    budget_minimum: int = 0
     #: Units that failed transiently are tried again in up to this many later passes.
     passes: int = 2
     #: Seconds to wait before each later pass.

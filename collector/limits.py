@@ -144,7 +144,7 @@ class RetryBudget:
         self,
         *,
         ratio: float = 0.1,
-        minimum: int = 10,
+        minimum: int = 0,
         window: float = 60.0,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -168,7 +168,9 @@ class RetryBudget:
         """Take one retry from the budget; False when the budget is spent."""
         now = self._clock()
         self._trim(now)
-        if len(self._retries) >= self._minimum + self._ratio * len(self._requests):
+        # After this retry, retries must still be within the budget: with no floor, an endpoint
+        # needs ten requests in the window before its first retry (at a ratio of 0.1).
+        if len(self._retries) + 1 > self._minimum + self._ratio * len(self._requests):
             return False
         self._retries.append(now)
         return True
@@ -229,7 +231,7 @@ class GovernorSettings:
     rate: RateSettings = RateSettings()
     adaptive: bool = True
     budget_ratio: float = 0.1
-    budget_minimum: int = 10
+    budget_minimum: int = 0
     breaker_threshold: int = 20
     breaker_cooldown: float = 30.0
 

@@ -20,6 +20,8 @@ class RunStats:
     parked: int = 0
     passes: int = 1
     by_status: Counter[str] = field(default_factory=Counter)
+    requests_by_endpoint: Counter[str] = field(default_factory=Counter)
+    retries_by_endpoint: Counter[str] = field(default_factory=Counter)
     #: Failed units per endpoint (DWS region, or "iam"), to name where trouble is.
     failed_by_endpoint: Counter[str] = field(default_factory=Counter)
     accounts_failed: int = 0
@@ -55,5 +57,7 @@ class RunStats:
             "requests_set_aside": self.parked,
             "passes": self.passes,
             "responses_by_status": dict(sorted(self.by_status.items())),
+            "requests_by_endpoint": dict(sorted(self.requests_by_endpoint.items())),
+            "retries_by_endpoint": dict(sorted(self.retries_by_endpoint.items())),
             "failed_by_endpoint": dict(sorted(self.failed_by_endpoint.items())),
         }

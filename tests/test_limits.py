@@ -188,6 +188,21 @@ def test_retry_budget_allows_ten_percent_plus_floor_then_refuses() -> None:
     assert budget.try_spend()
 
 
+def test_retry_budget_without_floor_needs_ten_requests_per_retry() -> None:
+    """No floor: the first retry needs 10 requests in the window, the second 20."""
+    t = FakeTime()
+    budget = RetryBudget(ratio=0.1, minimum=0, window=60.0, clock=t.clock)
+    for _ in range(9):
+        budget.on_request()
+    assert not budget.try_spend()
+    budget.on_request()
+    assert budget.try_spend()
+    assert not budget.try_spend()
+    for _ in range(10):
+        budget.on_request()
+    assert budget.try_spend()
+
+
 def test_breaker_opens_after_threshold_and_probes_once_after_cooldown() -> None:
     """Closed → open after N failures → one probe after the cool-down → closed on success."""
     t = FakeTime()
