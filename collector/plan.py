@@ -60,8 +60,19 @@ def _account(account: AccountConfig) -> Iterator[str]:
 
 
 def _settings(config: Config) -> Iterator[str]:
-    http, retry, paging = config.http, config.retry, config.paging
-    yield f"Concurrency: {config.limits.concurrency} requests in flight"
+    http, retry, paging, limits = config.http, config.retry, config.paging, config.limits
+    per_endpoint = limits.per_endpoint or limits.concurrency
+    yield (
+        f"Concurrency: {limits.concurrency} requests in flight,"
+        f" {min(per_endpoint, limits.concurrency)} per endpoint"
+    )
+    if limits.adaptive:
+        yield (
+            f"Pacing:      from {limits.rate:g} requests/s per account and endpoint, adapting to"
+            f" throttling, never above {limits.max_rate:g}/s"
+        )
+    else:
+        yield "Pacing:      off"
     yield (
         f"HTTP:        connect timeout {http.connect_timeout:g}s,"
         f" read timeout {http.read_timeout:g}s"
@@ -69,6 +80,11 @@ def _settings(config: Config) -> Iterator[str]:
     yield (
         f"Retry:       up to {retry.max_attempts} attempts, backoff base {retry.backoff_base:g}s"
         f" capped at {retry.backoff_cap:g}s, Retry-After honoured up to {retry.retry_after_max:g}s"
+    )
+    yield (
+        f"             retries within {retry.budget_ratio:.0%} of an endpoint's requests;"
+        f" {retry.passes} later pass(es) after {retry.pass_delay:g}s for what is set aside;"
+        f" circuit opens after {retry.breaker_threshold} failures in a row"
     )
     yield (
         f"Paging:      {paging.page_size} records a page, offset mode {paging.offset_mode.value},"
