@@ -121,6 +121,7 @@ class RunOutcome:
 def run_collector(config: Path, out: Path, env: dict[str, str], *args: str) -> RunOutcome:
     """``collector run`` as a child process; wall time, its summary and its peak RSS."""
     started = time.monotonic()
+    log = (out.parent / f"{out.name}.log").open("wb")  # a pipe nobody reads would fill and block
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -137,9 +138,10 @@ def run_collector(config: Path, out: Path, env: dict[str, str], *args: str) -> R
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     _, status, usage = os.wait4(proc.pid, 0)
+    log.close()
     wall = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     summary_path = out / "summary.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 import sys
@@ -58,6 +59,25 @@ def parse_duration(text: str) -> float:
     if total <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
     return total
+
+
+def _loopback(text: str) -> str:
+    try:
+        loopback = text == "localhost" or ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the simulator listens on loopback only (127.0.0.1, ::1, localhost)"
+        )
+    return text
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+    return value
 
 
 def _fault_rate(text: str) -> tuple[int, float]:
@@ -114,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"collector {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (see each --help)"
+    )
 
     run = sub.add_parser(
         "run",
@@ -167,11 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a deterministic simulated fleet on loopback until interrupted.",
     )
     simulate.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+        "--host",
+        type=_loopback,
+        default="127.0.0.1",
+        help="loopback address to bind (default: 127.0.0.1)",
     )
-    simulate.add_argument(
-        "--port", type=_non_negative_int, default=0, help="port (default: a free one)"
-    )
+    simulate.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
     simulate.add_argument("--seed", type=int, default=7, help="fleet seed (default: 7)")
     simulate.add_argument("--accounts", type=_positive_int, default=2, help="accounts (default: 2)")
     simulate.add_argument(
@@ -338,7 +361,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(describe(fleet, url), flush=True)
 
-    run_forever(fleet, faults, host=args.host, port=args.port, on_ready=ready)
+    try:
+        run_forever(fleet, faults, host=args.host, port=args.port, on_ready=ready)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
     return EXIT_OK
 
 

@@ -76,6 +76,7 @@ class ApiClient:
         endpoint = self._governor.endpoint(route.endpoint)
         rate = self._governor.rate(route)
         attempt = 0
+        earlier = 0  # attempts made in earlier passes
         while True:
             attempt += 1
             try:
@@ -103,14 +104,14 @@ class ApiClient:
                     err.message += f" (retry budget of endpoint {route.endpoint} spent)"
                     delay = None
                 if delay is None:
-                    err.attempts = attempt
+                    err.attempts = earlier + attempt
                     if not (err.transient or isinstance(err, CircuitOpenError)):
                         raise
                     # Out of attempts, budget or luck for now: set the request aside and try it
                     # again in a later pass, keeping whatever the unit already collected.
                     if self._barrier is None or not await self._park(err, full_path, context):
                         raise
-                    attempt = 0
+                    earlier, attempt = earlier + attempt, 0
                     continue
                 self._stats.retries += 1
                 self._stats.retries_by_endpoint[route.endpoint] += 1
@@ -131,6 +132,9 @@ class ApiClient:
                 if rate is not None:
                     rate.on_success()
                 return body
+
+    def new_pass(self) -> None:
+        self._governor.new_pass()
 
     async def _park(
         self, err: CollectorError, path: str, context: Mapping[str, object] | None

@@ -95,7 +95,7 @@ class RetryConfig:
     #: ...plus this many (0: strictly the ratio; what the budget refuses waits for a later pass).
     budget_minimum: int = 0
     #: Units that failed transiently are tried again in up to this many later passes.
-    passes: int = 2
+    passes: int = 5
     #: Seconds to wait before each later pass.
     pass_delay: float = 5.0
     #: Consecutive failures that open an endpoint's circuit breaker.

@@ -11,7 +11,8 @@ msgspec, OS errors) are mapped into this tree at the boundary where they occur, 
     ├── ConfigError                 bad config file, flag or environment (exit 2)
     ├── TransportError              the request never produced an HTTP response
     │   ├── ConnectError            connection refused / reset / DNS / TLS
-    │   └── RequestTimeout          connect or read timed out
+    │   ├── RequestTimeout          connect or read timed out
+    │   └── InvalidRequest          the URL or a header cannot be sent at all (not retried)
     ├── HttpStatusError             the server answered with a non-2xx status
     │                               (status, error_code, error_msg, request_id)
     ├── BadResponseError            a 2xx whose body is not what the API promises
@@ -60,6 +61,12 @@ class ConnectError(TransportError):
 
 class RequestTimeout(TransportError):
     """Connecting or reading the response took longer than allowed."""
+
+
+class InvalidRequest(TransportError):
+    """The request cannot be sent as built (a malformed URL, a forbidden header character)."""
+
+    transient = False
 
 
 class HttpStatusError(CollectorError):

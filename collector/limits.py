@@ -164,6 +164,11 @@ class RetryBudget:
     def on_request(self) -> None:
         self._requests.append(self._clock())
 
+    def reset(self) -> None:
+        """Start afresh: a later pass is a new episode, spaced from the last by a pause."""
+        self._requests.clear()
+        self._retries.clear()
+
     def try_spend(self) -> bool:
         """Take one retry from the budget; False when the budget is spent."""
         now = self._clock()
@@ -284,6 +289,11 @@ class Governor:
                 self.settings.rate, clock=self._clock, sleep=self._sleep
             )
         return rate
+
+    def new_pass(self) -> None:
+        """A later pass begins: every endpoint's retry budget starts afresh."""
+        for state in self._endpoints.values():
+            state.budget.reset()
 
     def open_circuits(self) -> list[str]:
         return sorted(name for name, state in self._endpoints.items() if state.breaker.is_open)

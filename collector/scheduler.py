@@ -130,6 +130,7 @@ class Collection:
 
         def on_pass(number: int, parked: int) -> None:
             self.stats.passes = number
+            self.client.new_pass()
             log.info("pass.start", number=number, requests_set_aside=parked)
 
         try:

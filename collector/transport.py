@@ -17,7 +17,13 @@ import aiohttp
 from yarl import URL
 
 from collector import __version__
-from collector.errors import BadResponseError, ConnectError, RequestTimeout, TransportError
+from collector.errors import (
+    BadResponseError,
+    ConnectError,
+    InvalidRequest,
+    RequestTimeout,
+    TransportError,
+)
 
 USER_AGENT = f"collector/{__version__}"
 
@@ -85,8 +91,11 @@ class AiohttpTransport:
     async def get(self, url: str, *, headers: Mapping[str, str]) -> Response:
         session = self._session
         assert session is not None, "transport used outside its context"
-        target = URL(url, encoded=True)
-        where = f"{target.scheme}://{target.raw_authority}{target.raw_path}"
+        try:
+            target = URL(url, encoded=True)
+            where = f"{target.scheme}://{target.raw_authority}{target.raw_path}"
+        except ValueError as exc:
+            raise InvalidRequest(f"malformed URL: {exc}") from exc
         try:
             # A signed request is never replayed to wherever a redirect points.
             async with session.get(target, headers=dict(headers), allow_redirects=False) as resp:
@@ -114,6 +123,10 @@ class AiohttpTransport:
             raise ConnectError(f"{type(exc).__name__} talking to {where}") from exc
         except OSError as exc:
             raise ConnectError(f"{type(exc).__name__} talking to {where}: {exc.strerror}") from exc
+        except ValueError as exc:
+            # yarl and aiohttp refuse malformed hosts and ports, and header values with control
+            # characters. Their messages name the rule, never the header's value.
+            raise InvalidRequest(f"cannot send a request to {where}: {exc}") from exc
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, where: str) -> bytes:
         length = resp.content_length
