@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from collector.errors import CollectorError, HttpStatusError
+
+
+#: HTTP's delta-seconds is whole digits; a fraction is tolerated. Nothing else (no "inf", "nan",
+#: "-5" or "1_000") is read as a number.
+_DELTA_SECONDS = re.compile(r"\d{1,9}(?:\.\d+)?")
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -25,10 +31,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     text = value.strip()
     if not text:
         return None
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
