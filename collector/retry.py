@@ -17,7 +17,6 @@ from email.utils import parsedate_to_datetime
 
 from collector.errors import CollectorError, HttpStatusError
 
-
 #: HTTP's delta-seconds is whole digits; a fraction is tolerated. Nothing else (no "inf", "nan",
 #: "-5" or "1_000") is read as a number.
 _DELTA_SECONDS = re.compile(r"\d{1,9}(?:\.\d+)?")
