@@ -14,7 +14,7 @@ import gzip
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO, Final, Protocol
+from typing import IO, Final, Protocol
 
 import zstandard
 
@@ -37,7 +37,8 @@ _SUFFIXES: Final = {
 #: zstd's 3 is the library default: better than gzip -6 and much faster.
 DEFAULT_LEVELS: Final = {Compression.GZIP: 6, Compression.ZSTD: 3}
 
-_LEVEL_RANGES: Final = {Compression.GZIP: range(1, 10), Compression.ZSTD: range(1, 23)}
+#: Accepted levels per codec, for validating a config before any file is opened.
+LEVEL_RANGES: Final = {Compression.GZIP: range(1, 10), Compression.ZSTD: range(1, 23)}
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
@@ -83,7 +84,7 @@ class CompressedWriter(Protocol):
 class _PlainWriter:
     __slots__ = ("_out",)
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: IO[bytes]) -> None:
         self._out = out
 
     def write(self, data: bytes) -> None:
@@ -96,7 +97,7 @@ class _PlainWriter:
 class _GzipWriter:
     __slots__ = ("_gz",)
 
-    def __init__(self, out: BinaryIO, *, level: int) -> None:
+    def __init__(self, out: IO[bytes], *, level: int) -> None:
         # filename="" and mtime=0: otherwise the header carries the temp file's name and the
         # clock, and the same records would compress to different bytes on every run.
         self._gz = gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=out, mtime=0)
@@ -112,7 +113,7 @@ class _GzipWriter:
 class _ZstdWriter:
     __slots__ = ("_zst",)
 
-    def __init__(self, out: BinaryIO, *, level: int) -> None:
+    def __init__(self, out: IO[bytes], *, level: int) -> None:
         # write_checksum: a torn or bit-flipped file fails loudly on read instead of yielding
         # wrong lines. closefd=False: the caller fsyncs and renames the file after finish().
         compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
@@ -128,7 +129,7 @@ class _ZstdWriter:
 
 
 def open_writer(
-    fileobj: BinaryIO, compression: Compression, *, level: int | None = None
+    fileobj: IO[bytes], compression: Compression, *, level: int | None = None
 ) -> CompressedWriter:
     """A streaming writer compressing into ``fileobj``; ``level`` defaults per codec.
 
@@ -138,7 +139,7 @@ def open_writer(
     if compression is Compression.NONE:
         return _PlainWriter(fileobj)
     chosen = DEFAULT_LEVELS[compression] if level is None else level
-    allowed = _LEVEL_RANGES[compression]
+    allowed = LEVEL_RANGES[compression]
     if chosen not in allowed:
         raise ConfigError(
             f"{compression} compression level must be {allowed.start}..{allowed.stop - 1},"
@@ -165,7 +166,7 @@ def iter_lines(path: Path, *, compression: Compression | None = None) -> Iterato
         raise SinkError(f"cannot read {path}: corrupt or truncated ({exc})") from exc
 
 
-def _lines(raw: BinaryIO, kind: Compression) -> Iterator[bytes]:
+def _lines(raw: IO[bytes], kind: Compression) -> Iterator[bytes]:
     if kind is Compression.NONE:
         yield from raw
     elif kind is Compression.GZIP:
@@ -176,7 +177,7 @@ def _lines(raw: BinaryIO, kind: Compression) -> Iterator[bytes]:
         yield from _split_lines(_zstd_chunks(raw))
 
 
-def _zstd_chunks(raw: BinaryIO) -> Iterator[bytes]:
+def _zstd_chunks(raw: IO[bytes]) -> Iterator[bytes]:
     """Decompressed pieces of every zstd frame in ``raw``; EOFError if the last is cut off.
 
     zstandard's stream reader silently ends at a truncated frame, and a half-written file
