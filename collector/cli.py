@@ -151,6 +151,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests in flight (overrides limits.concurrency)",
     )
     run.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the interrupted run in the output directory (a fresh run if there is none)",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace a finished run in the output directory"
+    )
+    run.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over a lock left by another host (only when that host is surely gone)",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="K/N|auto",
+        help="collect only shard K of N (0-based); auto: K from JOB_COMPLETION_INDEX",
+    )
+    run.add_argument(
+        "--shards", type=_positive_int, metavar="N", help="how many shards, with --shard auto"
+    )
+    run.add_argument(
+        "--since-run",
+        type=Path,
+        metavar="DIR",
+        help="also write changes.jsonl against the earlier run in DIR",
+    )
+    run.add_argument(
         "--deadline",
         type=parse_duration,
         help="end the run by then (45m, 1h30m, 90s): publish what completed, list the rest",
@@ -282,6 +309,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from collector.config import load_config
     from collector.run import collect
+    from collector.shards import parse_shard
 
     configure(fmt=args.log_format, level=args.log_level)
     config = load_config(args.config, environ=os.environ)
@@ -291,11 +319,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(
             config, limits=dataclasses.replace(config.limits, concurrency=args.concurrency)
         )
-    output = args.output if args.output is not None else Path(config.output.dir)
+    shard = parse_shard(args.shard, shards=args.shards, environ=os.environ)
 
     async def main() -> int:
         result = await collect(
-            config, output_dir=output, deadline=args.deadline, handle_signals=True
+            config,
+            output_dir=args.output,
+            deadline=args.deadline,
+            handle_signals=True,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            break_lock=args.break_lock,
+            shard=shard,
+            since_run=args.since_run,
         )
         return result.exit_code
 

@@ -20,6 +20,7 @@ import ipaddress
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -31,8 +32,10 @@ import msgspec.inspect as mi
 import yaml
 
 from collector.auth import Credentials, Secret
+from collector.compression import LEVEL_RANGES, Compression
 from collector.endpoints import KNOWN_REGIONS, dws_endpoint
 from collector.errors import ConfigError
+from collector.outdir import render_dir
 
 DEFAULT_IAM_ENDPOINT = "https://iam.myhuaweicloud.com"
 
@@ -115,7 +118,13 @@ class PagingConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputConfig:
+    #: A template: {date} (UTC run start, YYYY-MM-DD), {time} (HHMMSS), {run_id}.
     dir: str = "./exports"
+    compression: Compression = Compression.NONE
+    #: None: the codec's default (gzip 6, zstd 3).
+    compression_level: int | None = None
+    #: An earlier run's output directory: also write changes.jsonl against it.
+    since_run: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +254,9 @@ class _PagingSchema(_Strict):
 
 class _OutputSchema(_Strict):
     dir: str | None = None
+    compression: Compression | None = None
+    compression_level: int | None = None
+    since_run: str | None = None
 
 
 class _ConfigSchema(_Strict):
@@ -600,6 +612,21 @@ class _Builder:
         output = OutputConfig(**_given(schema.output))
         if not output.dir.strip():
             raise self.fail(("output", "dir"), "must not be empty")
+        try:
+            render_dir(output.dir, started=datetime.now(UTC), run_id="check")
+        except ConfigError as exc:
+            raise self.fail(("output", "dir"), str(exc)) from None
+        level = output.compression_level
+        if level is not None:
+            allowed = LEVEL_RANGES.get(output.compression)
+            if allowed is None or level not in allowed:
+                where = ("output", "compression_level")
+                if allowed is None:
+                    raise self.fail(where, "compression is none: there is no level to set")
+                raise self.fail(
+                    where,
+                    f"{output.compression.value} levels are {allowed.start}..{allowed.stop - 1}",
+                )
         return Config(
             accounts=tuple(accounts),
             limits=limits,

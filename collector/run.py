@@ -23,10 +23,14 @@ import structlog
 from collector import __version__
 from collector.client import ApiClient
 from collector.config import Config
+from collector.delta import changes, check_earlier_run
+from collector.exportdir import Claimed, claim
 from collector.limits import Governor, GovernorSettings, PassBarrier, RateSettings
+from collector.outdir import StartMode
 from collector.retry import RetryPolicy
 from collector.scheduler import Collection
-from collector.sinks import DirectorySink
+from collector.shards import Shard
+from collector.sinks import ExportSink, output_name
 from collector.stats import RunStats
 from collector.transport import AiohttpTransport, Transport
 
@@ -121,15 +125,63 @@ def _verdict(stats: RunStats, stop: _Stop, open_circuits: list[str]) -> tuple[st
 async def collect(
     config: Config,
     *,
-    output_dir: Path,
+    output_dir: Path | None = None,
     transport: Transport | None = None,
     deadline: float | None = None,
     handle_signals: bool = False,
     grace: float = DEFAULT_GRACE,
+    resume: bool = False,
+    overwrite: bool = False,
+    break_lock: bool = False,
+    shard: Shard | None = None,
+    since_run: Path | None = None,
 ) -> RunResult:
-    """Run a whole collection into ``output_dir`` and publish its files."""
+    """Run a whole collection and publish its files.
+
+    ``output_dir`` overrides the config's ``output.dir`` template. ``resume`` finishes an
+    interrupted run in that directory; ``overwrite`` replaces a finished one.
+    """
+    since = since_run or (Path(config.output.since_run) if config.output.since_run else None)
+    if since is not None:
+        check_earlier_run(since)
     started = now_utc()
-    run_id = new_run_id(started)
+    claimed = claim(
+        config,
+        output_dir=output_dir,
+        started=started,
+        run_id=new_run_id(started),
+        resume=resume,
+        overwrite=overwrite,
+        break_lock=break_lock,
+        shard=shard,
+    )
+    try:
+        return await _collect(
+            config,
+            claimed=claimed,
+            transport=transport,
+            deadline=deadline,
+            handle_signals=handle_signals,
+            grace=grace,
+            shard=shard,
+            since=since,
+        )
+    finally:
+        claimed.lock.release()
+
+
+async def _collect(
+    config: Config,
+    *,
+    claimed: Claimed,
+    transport: Transport | None,
+    deadline: float | None,
+    handle_signals: bool,
+    grace: float,
+    shard: Shard | None,
+    since: Path | None,
+) -> RunResult:
+    run_id, started, directory = claimed.run_id, claimed.started, claimed.directory
     retry = config.retry
     policy = RetryPolicy(
         max_attempts=retry.max_attempts,
@@ -139,7 +191,16 @@ async def collect(
     )
     stats = RunStats()
     governor = Governor(governor_settings(config))
-    sink = DirectorySink(output_dir, run_id=run_id)
+    sink = ExportSink(
+        directory,
+        run_id=run_id,
+        compression=config.output.compression,
+        level=config.output.compression_level,
+        resume=claimed.mode is StartMode.RESUME,
+    )
+    restored = sink.restored
+    stats.clusters_ok, stats.clusters_failed = restored.clusters_ok, restored.clusters_failed
+    stats.clusters_gone, stats.records = restored.clusters_gone, restored.records
     stop = _Stop()
     try:
         async with _TransportScope(config, transport) as http:
@@ -147,8 +208,17 @@ async def collect(
             client = ApiClient(
                 transport=http, policy=policy, governor=governor, stats=stats, barrier=barrier
             )
-            collection = Collection(config, client=client, sink=sink, stats=stats, barrier=barrier)
-            log.info("run.start", run_id=run_id, output=str(output_dir), version=__version__)
+            collection = Collection(
+                config, client=client, sink=sink, stats=stats, barrier=barrier, shard=shard
+            )
+            log.info(
+                "run.start",
+                run_id=run_id,
+                output=str(directory),
+                version=__version__,
+                resumed_clusters=restored.entries,
+                shard=None if shard is None else str(shard),
+            )
             async with anyio.create_task_group() as outer:
                 work = anyio.CancelScope()
                 if handle_signals:
@@ -164,7 +234,7 @@ async def collect(
             if stop.why is not None:
                 stats.units_not_collected = collection.report_unfinished(stop.why)
     except BaseException:
-        sink.discard()
+        sink.close()  # the staging files and journal stay: --resume can finish this run
         raise
 
     ended = now_utc()
@@ -178,16 +248,26 @@ async def collect(
         "status": status,
         "exit_code": code,
         "reason": reason,
+        "resumed": claimed.mode is StartMode.RESUME,
+        "resumed_clusters": restored.entries,
+        "shard": None if shard is None else shard.as_dict(),
+        "compression": config.output.compression.value,
+        "since_run": None if since is None else str(since),
         "counts": stats.as_dict(),
-        "files": {
-            "records": DirectorySink.RECORDS,
-            "clusters": DirectorySink.CLUSTERS,
-            "errors": DirectorySink.ERRORS,
-        },
     }
-    sink.publish(summary)
+    extra = []
+    if since is not None:
+        lines = changes(
+            since,
+            records=sink.staged_path("records"),
+            clusters=sink.staged_path("clusters"),
+            listed_projects=collection.listed_projects,
+        )
+        extra.append((output_name("changes", config.output.compression), lines))
+    # An interrupted run keeps its journal, so that --resume can finish it.
+    summary["files"] = sink.publish(summary, keep_staging=status == "interrupted", extra=extra)
     log.info("run.done", run_id=run_id, status=status, exit_code=code, **stats.as_dict())
-    return RunResult(summary=summary, exit_code=code, output_dir=output_dir)
+    return RunResult(summary=summary, exit_code=code, output_dir=directory)
 
 
 class _TransportScope:
@@ -218,7 +298,7 @@ async def _watch_signals(
     collection: Collection,
     work: anyio.CancelScope,
     stop: _Stop,
-    sink: DirectorySink,
+    sink: ExportSink,
     grace: float,
 ) -> None:
     async def cancel_after_grace() -> None:
@@ -231,7 +311,7 @@ async def _watch_signals(
                 if stop.signal is not None:
                     # Second signal: leave now. Published files are whole (they appear only by
                     # rename); remove our temporaries and go.
-                    sink.discard()
+                    sink.close()  # staging and journal stay behind for --resume
                     log.warning("run.abort", signal=signal.Signals(signum).name)
                     os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
                 stop.signal = int(signum)

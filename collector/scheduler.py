@@ -39,6 +39,7 @@ from collector.errors import CollectorError, HttpStatusError, NotCollected
 from collector.limits import CURRENT_SLOT, PassBarrier, Route, Slot
 from collector.normalize import RecordContext, format_time, normalize
 from collector.pagination import ServerProfile, read_history
+from collector.shards import Shard
 from collector.sinks import Sink
 from collector.stats import RunStats
 
@@ -90,12 +91,15 @@ class Collection:
         sink: Sink,
         stats: RunStats,
         barrier: PassBarrier,
+        shard: Shard | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.sink = sink
         self.stats = stats
         self.barrier = barrier
+        #: Only clusters this shard owns are collected.
+        self.shard = shard
         self.profiles: dict[str, ServerProfile] = {}
         self._stopping = False
         self._queues: dict[str, MemoryObjectSendStream[ClusterUnit]] = {}
@@ -104,6 +108,8 @@ class Collection:
         self.pending_accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
         self.pending_projects: dict[str, Project] = {}
         self.pending_clusters: dict[str, ClusterUnit] = {}
+        #: Projects whose clusters were listed in this run (the delta export needs them).
+        self.listed_projects: set[str] = set()
 
     @property
     def stopping(self) -> bool:
@@ -207,6 +213,7 @@ class Collection:
             )
             return
         del self.pending_projects[project.id]
+        self.listed_projects.add(project.id)
         log.info(
             "project.discovered",
             account=project.account,
@@ -214,8 +221,16 @@ class Collection:
             project_id=project.id,
             clusters=len(clusters),
         )
+        if self.shard is not None:
+            clusters = [c for c in clusters if self.shard.owns(c["id"])]
         self.stats.clusters += len(clusters)
-        units = [ClusterUnit(project=project, signer=signer, cluster=c) for c in clusters]
+        # A resumed run skips what an earlier session of it finished (counted from the journal).
+        done = self.sink.completed
+        units = [
+            ClusterUnit(project=project, signer=signer, cluster=c)
+            for c in clusters
+            if c["id"] not in done
+        ]
         for unit in units:
             self.pending_clusters[unit.cluster_id] = unit
         for unit in units:
@@ -298,7 +313,7 @@ class Collection:
             # Deleted between listing and paging: gone, not lost.
             self.stats.clusters_gone += 1
             log.info("cluster.gone", request_id=err.request_id, **context)
-            self._finish_cluster(unit, state="gone", records=0)
+            self._finish_cluster(unit, state="gone")
             return
         except CollectorError as err:
             self._unit_failed(err, unit="cluster", account=project.account, retry=unit, **where)
@@ -318,26 +333,37 @@ class Collection:
             collected_at=collected_at,
         )
         lines = [normalize(raw, ctx) for raw in history.records]
-        self.sink.add_records(lines)
         self.stats.records += len(lines)
         self.stats.clusters_ok += 1
-        self._finish_cluster(unit, state="ok", records=len(lines))
+        self._finish_cluster(unit, state="ok", records=lines)
 
-    def _finish_cluster(self, unit: ClusterUnit, *, state: str, records: int) -> None:
+    def _finish_cluster(
+        self,
+        unit: ClusterUnit,
+        *,
+        state: str,
+        records: list[dict[str, Any]] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
         self.pending_clusters.pop(unit.cluster_id, None)
         project = unit.project
-        self.sink.add_cluster(
-            {
+        name = unit.cluster.get("name")
+        self.sink.cluster_done(
+            cluster_id=unit.cluster_id,
+            state=state,
+            cluster={
                 "account": project.account,
                 "region": project.region,
                 "project_id": project.id,
                 "project_name": project.name,
                 "cluster_id": unit.cluster_id,
-                "cluster_name": unit.cluster.get("name"),
+                "cluster_name": name if isinstance(name, str) else None,
                 "collection": state,
-                "records": records,
+                "records": len(records or ()),
                 "cluster": unit.cluster,
-            }
+            },
+            records=records or [],
+            error=error,
         )
 
     # -- failures ----------------------------------------------------------------------------
@@ -358,13 +384,14 @@ class Collection:
         elif unit == "project":
             self.stats.projects_failed += 1
             self.pending_projects.pop(str(where.get("project_id")), None)
-        else:
-            assert retry is not None
-            self.stats.clusters_failed += 1
-            self._finish_cluster(retry, state="failed", records=0)
         self.stats.failed_by_endpoint[where.get("region") or IAM] += 1
         line = error_line(err, unit=unit, account=account, **where)
-        self.sink.add_error(line)
+        if unit == "cluster":
+            assert retry is not None
+            self.stats.clusters_failed += 1
+            self._finish_cluster(retry, state="failed", error=line)
+        else:
+            self.sink.add_error(line)
         log.warning(
             "unit.failed",
             unit=unit,

@@ -1,24 +1,37 @@
-"""Output files that are either complete or absent.
+"""Output files that are complete or absent, and a journal that lets a killed run resume.
 
-Each file is written under a hidden temporary name in its final directory, then flushed,
-fsynced, renamed into place and the directory fsynced. ``summary.json`` goes last, and the
-previous run's ``summary.json`` is removed before anything is replaced: a ``summary.json`` on
-disk therefore always describes the data files beside it.
+While a run works, each finished cluster is appended to uncompressed *staging* files in a hidden
+directory beside the outputs (``.collector-staging/``), and then one line naming the cluster and
+the staging files' lengths is appended to a journal. Both are flushed to the OS per cluster, so
+a run killed at any moment (SIGKILL included) leaves a journal whose entries all point at data
+that is there; ``--resume`` truncates the staging files to the last entry and skips every
+cluster it names.
+
+Publishing streams each staging file through the configured compression into a temporary file
+in the output directory, fsyncs and renames it; the previous ``summary.json`` is removed first
+and the new one is written last, so a ``summary.json`` always describes the files beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
 
+from collector.compression import CompressedWriter, Compression, open_writer, suffix
 from collector.errors import SinkError
 
 _BUFFER = 1024 * 1024
+_COPY_CHUNK = 1024 * 1024
+STAGING = ".collector-staging"
+SUMMARY = "summary.json"
+KINDS = ("records", "clusters", "errors")
 
 
 def _describe(exc: OSError, path: Path) -> str:
@@ -33,28 +46,42 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def output_name(kind: str, compression: Compression) -> str:
+    return f"{kind}{suffix(compression)}"
+
+
 class AtomicFile:
     """A file that appears at ``final`` only once :meth:`publish` succeeds."""
 
-    def __init__(self, final: Path, *, tag: str) -> None:
+    def __init__(
+        self,
+        final: Path,
+        *,
+        tag: str,
+        compression: Compression = Compression.NONE,
+        level: int | None = None,
+    ) -> None:
         self.final = final
         self.temp = final.with_name(f".{final.name}.{tag}.tmp")
         try:
             self._fh: IO[bytes] | None = open(self.temp, "wb", buffering=_BUFFER)  # noqa: SIM115 - closed in publish/discard
+            self._writer: CompressedWriter = open_writer(self._fh, compression, level=level)
         except OSError as exc:
             raise SinkError(f"cannot create output file: {_describe(exc, self.temp)}") from exc
 
     def write(self, data: bytes) -> None:
         assert self._fh is not None, "write after publish/discard"
         try:
-            self._fh.write(data)
+            self._writer.write(data)
         except OSError as exc:
+            self.discard()
             raise SinkError(f"cannot write output: {_describe(exc, self.temp)}") from exc
 
     def publish(self) -> None:
         fh, self._fh = self._fh, None
         assert fh is not None, "published twice"
         try:
+            self._writer.finish()
             fh.flush()
             os.fsync(fh.fileno())
             fh.close()
@@ -77,98 +104,237 @@ class AtomicFile:
             self.temp.unlink()
 
 
-class JsonlFile(AtomicFile):
-    """One JSON object per line, serialized by orjson."""
-
-    def __init__(self, final: Path, *, tag: str) -> None:
-        super().__init__(final, tag=tag)
-        self.lines = 0
-
-    def write_obj(self, obj: Any) -> None:
-        self.write(orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE))
-        self.lines += 1
-
-    def write_many(self, objs: Iterable[Any]) -> None:
-        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        chunk = b"".join(dumps(obj, option=option) for obj in objs)
-        before = self.lines
-        self.write(chunk)
-        self.lines = before + chunk.count(b"\n")
-
-
 class Sink(Protocol):
     """Where a run's results go."""
 
-    def add_cluster(self, cluster: dict[str, Any]) -> None: ...
-    def add_records(self, records: list[dict[str, Any]]) -> None: ...
+    completed: dict[str, str]
+
+    def cluster_done(
+        self,
+        *,
+        cluster_id: str,
+        state: str,
+        cluster: dict[str, Any],
+        records: list[dict[str, Any]],
+        error: dict[str, Any] | None,
+    ) -> None: ...
+
     def add_error(self, error: dict[str, Any]) -> None: ...
-    def publish(self, summary: dict[str, Any]) -> None: ...
-    def discard(self) -> None: ...
 
 
-class DirectorySink:
-    """``records.jsonl``, ``clusters.jsonl``, ``errors.jsonl`` and ``summary.json`` in one dir."""
+@dataclass(slots=True)
+class Restored:
+    """What the journal says earlier sessions of this run finished."""
 
-    RECORDS = "records.jsonl"
-    CLUSTERS = "clusters.jsonl"
-    ERRORS = "errors.jsonl"
-    SUMMARY = "summary.json"
+    clusters_ok: int = 0
+    clusters_failed: int = 0
+    clusters_gone: int = 0
+    records: int = 0
+    entries: int = 0
+    completed: dict[str, str] = field(default_factory=dict)
 
-    def __init__(self, directory: Path, *, run_id: str) -> None:
+
+class ExportSink:
+    """The output directory of one run: staging, journal, and publishing."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        run_id: str,
+        compression: Compression = Compression.NONE,
+        level: int | None = None,
+        resume: bool = False,
+    ) -> None:
         self.directory = directory
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"cannot create output directory: {_describe(exc, directory)}") from exc
-        if not directory.is_dir():
-            raise SinkError(f"output path is not a directory: {directory}")
+        self.staging = directory / STAGING
+        self.compression = compression
+        self._level = level
         self._tag = run_id
-        self._files: list[JsonlFile] = []
+        self._errors: list[dict[str, Any]] = []
+        self._files: dict[str, IO[bytes]] = {}
         try:
-            self.records = self._open(self.RECORDS)
-            self.clusters = self._open(self.CLUSTERS)
-            self.errors = self._open(self.ERRORS)
-        except SinkError:
-            self.discard()
-            raise
+            self.staging.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(
+                f"cannot create output directory: {_describe(exc, self.staging)}"
+            ) from exc
+        self.restored = self._recover() if resume else self._start_clean()
+        #: Cluster id -> state, for every cluster an earlier session of this run finished.
+        self.completed = self.restored.completed
+        try:
+            for kind in (*KINDS, "journal"):
+                self._files[kind] = open(self._staged(kind), "ab", buffering=_BUFFER)  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            self.close()
+            raise SinkError(f"cannot open staging file: {_describe(exc, self.staging)}") from exc
 
-    def _open(self, name: str) -> JsonlFile:
-        handle = JsonlFile(self.directory / name, tag=self._tag)
-        self._files.append(handle)
-        return handle
+    def _staged(self, kind: str) -> Path:
+        return self.staging / f"{kind}.jsonl"
 
-    def add_cluster(self, cluster: dict[str, Any]) -> None:
-        self.clusters.write_obj(cluster)
+    def _start_clean(self) -> Restored:
+        for kind in (*KINDS, "journal"):
+            with contextlib.suppress(FileNotFoundError):
+                self._staged(kind).unlink()
+        return Restored()
 
-    def add_records(self, records: list[dict[str, Any]]) -> None:
-        self.records.write_many(records)
+    def _recover(self) -> Restored:
+        """Keep the journal's valid prefix and cut every staging file back to it."""
+        sizes = {
+            kind: (self._staged(kind).stat().st_size if self._staged(kind).exists() else 0)
+            for kind in KINDS
+        }
+        restored = Restored()
+        ends = dict.fromkeys(KINDS, 0)
+        valid = 0
+        journal = self._staged("journal")
+        data = journal.read_bytes() if journal.exists() else b""
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # a line cut off by the kill
+            try:
+                entry = orjson.loads(line)
+                offsets = {"records": entry["r"], "clusters": entry["k"], "errors": entry["e"]}
+                state, cluster_id, count = entry["s"], entry["c"], entry["n"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                break
+            if any(offsets[kind] > sizes[kind] for kind in KINDS):
+                break  # points past what reached the disk
+            ends, valid = offsets, valid + len(line)
+            restored.completed[cluster_id] = state
+            restored.entries += 1
+            restored.records += count
+            if state == "ok":
+                restored.clusters_ok += 1
+            elif state == "gone":
+                restored.clusters_gone += 1
+            else:
+                restored.clusters_failed += 1
+        try:
+            for kind in KINDS:
+                with open(self._staged(kind), "ab") as fh:
+                    fh.truncate(ends[kind])
+            with open(journal, "ab") as fh:
+                fh.truncate(valid)
+        except OSError as exc:
+            raise SinkError(
+                f"cannot recover staging files: {_describe(exc, self.staging)}"
+            ) from exc
+        return restored
+
+    # -- while the run works -----------------------------------------------------------------
+
+    def cluster_done(
+        self,
+        *,
+        cluster_id: str,
+        state: str,
+        cluster: dict[str, Any],
+        records: list[dict[str, Any]],
+        error: dict[str, Any] | None,
+    ) -> None:
+        """A cluster's whole result, then its journal entry: a kill never splits the two."""
+        dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        files = self._files
+        try:
+            if records:
+                files["records"].write(b"".join(dumps(r, option=nl) for r in records))
+            files["clusters"].write(dumps(cluster, option=nl))
+            if error is not None:
+                files["errors"].write(dumps(error, option=nl))
+            for kind in KINDS:
+                files[kind].flush()
+            entry = {
+                "c": cluster_id,
+                "s": state,
+                "n": len(records),
+                "r": files["records"].tell(),
+                "k": files["clusters"].tell(),
+                "e": files["errors"].tell(),
+            }
+            files["journal"].write(dumps(entry, option=nl))
+            files["journal"].flush()
+        except OSError as exc:
+            raise SinkError(f"cannot write output: {_describe(exc, self.staging)}") from exc
+        self.completed[cluster_id] = state
 
     def add_error(self, error: dict[str, Any]) -> None:
-        self.errors.write_obj(error)
+        """An account or project failure, or a unit not collected: written at publish."""
+        self._errors.append(error)
 
-    def publish(self, summary: dict[str, Any]) -> None:
-        """Publish data files, then the summary: the summary's presence means all is there."""
-        stale = self.directory / self.SUMMARY
+    def close(self) -> None:
+        for fh in self._files.values():
+            with contextlib.suppress(OSError):
+                fh.close()
+        self._files.clear()
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def staged_path(self, kind: str) -> Path:
+        return self._staged(kind)
+
+    def publish(
+        self,
+        summary: dict[str, Any],
+        *,
+        keep_staging: bool,
+        extra: Iterable[tuple[str, Iterable[bytes]]] = (),
+    ) -> dict[str, str]:
+        """Publish every output, then the summary; the file names published, by kind.
+
+        ``extra`` adds (name, chunks) outputs written before the summary (the delta export).
+        ``keep_staging``: an interrupted run keeps its journal so that ``--resume`` can finish it.
+        """
+        self.close()
+        stale = self.directory / SUMMARY
         try:
             stale.unlink(missing_ok=True)
         except OSError as exc:
-            self.discard()
             raise SinkError(f"cannot replace the old summary: {_describe(exc, stale)}") from exc
+        names = {kind: output_name(kind, self.compression) for kind in KINDS}
+        self._publish_file(names["records"], self._chunks("records"))
+        self._publish_file(names["clusters"], self._chunks("clusters"))
+        errors = (orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in self._errors)
+        self._publish_file(names["errors"], _chain(self._chunks("errors"), errors))
+        for name, chunks in extra:
+            kind = name.split(".", 1)[0]
+            names[kind] = name
+            self._publish_file(name, chunks)
+        summary_file = AtomicFile(stale, tag=self._tag)
+        summary_file.write(orjson.dumps({**summary, "files": names}, option=orjson.OPT_INDENT_2))
+        summary_file.publish()
         try:
-            for handle in self._files:
-                handle.publish()
-            summary_file = AtomicFile(stale, tag=self._tag)
-            summary_file.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-            summary_file.publish()
             fsync_dir(self.directory)
-        except SinkError:
-            self.discard()
-            raise
         except OSError as exc:
             raise SinkError(
                 f"cannot sync output directory: {_describe(exc, self.directory)}"
             ) from exc
+        if not keep_staging:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        return names
 
-    def discard(self) -> None:
-        for handle in self._files:
+    def _chunks(self, kind: str) -> Iterable[bytes]:
+        path = self._staged(kind)
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_COPY_CHUNK):
+                    yield chunk
+        except OSError as exc:
+            raise SinkError(f"cannot read staging file: {_describe(exc, path)}") from exc
+
+    def _publish_file(self, name: str, chunks: Iterable[bytes]) -> None:
+        handle = AtomicFile(
+            self.directory / name, tag=self._tag, compression=self.compression, level=self._level
+        )
+        try:
+            for chunk in chunks:
+                handle.write(chunk)
+        except BaseException:
             handle.discard()
+            raise
+        handle.publish()
+
+
+def _chain(*parts: Iterable[bytes]) -> Iterable[bytes]:
+    for part in parts:
+        yield from part

@@ -176,21 +176,21 @@ def test_env_expansion_defaults_and_escapes() -> None:
         limits:
           concurrency: ${CONCURRENCY:-16}
         output:
-          dir: /data/$${HOME}/$HOME/$$/${DIR:-out}
+          since_run: /data/$${HOME}/$HOME/$$/${DIR:-out}
         """,
         {**ENV, "TEAM": "dw", "EMPTY": ""},
     )
     assert config.accounts[0].name == "dw-prod-x"
     assert config.limits.concurrency == 16
-    assert config.output.dir == "/data/${HOME}/$HOME/$$/out"
+    assert config.output.since_run == "/data/${HOME}/$HOME/$$/out"
 
 
 def test_expansion_is_not_textual() -> None:
     """A variable's value stays one string: YAML syntax in it adds no keys."""
     config = load(
-        ACCOUNT + "output: {dir: '${DIR}'}\n", {**ENV, "DIR": "x\nlimits: {concurrency: 1}"}
+        ACCOUNT + "output: {since_run: '${DIR}'}\n", {**ENV, "DIR": "x\nlimits: {concurrency: 1}"}
     )
-    assert config.output.dir == "x\nlimits: {concurrency: 1}"
+    assert config.output.since_run == "x\nlimits: {concurrency: 1}"
     assert config.limits.concurrency == 32
 
 

@@ -80,8 +80,10 @@ async def test_default_run_is_exact(tmp_path: Path) -> None:
         c.id for _a, _p, c in fleet.iter_clusters()
     )
     assert (tmp_path / "errors.jsonl").read_bytes() == b""
-    # No temporary file is left beside the published ones.
+    # No temporary file, staging area or lock is left beside the published ones (the hidden
+    # manifest stays: it names the run that owns the directory).
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".collector-run.json",
         "clusters.jsonl",
         "errors.jsonl",
         "records.jsonl",

@@ -1,0 +1,665 @@
+"""``collector report DIR``: the fleet view an auditor asks for, read from an export.
+
+Sections: clusters per current version; upgrades per outcome in the window; every failed
+upgrade in the window with its reason; clusters with no successful upgrade in the window;
+clusters of the inventory with no records at all. ``--since 30d`` sets the window (it ends
+at ``now``); without it the window is all of history.
+
+Definitions (where the export leaves a choice):
+
+* An upgrade's time is its ``start_time``, else its ``end_time``. One with neither is counted
+  as *undated*: it belongs to no bounded window (it does with no ``--since``).
+* A failed upgrade is ``outcome: failed``, which includes rollbacks (the cluster did not end on
+  the target version).
+* A cluster's current version is the ``to_version`` of its newest successful upgrade (by time;
+  in file order, newest first, when times tie or are missing), else its inventory
+  ``cluster.version``, else ``(unknown)``.
+* Clusters with no records include those whose collection failed (their history is unknown,
+  not empty): each row says its ``collection`` state. They also count as having no successful
+  upgrade in the window.
+
+Memory is bounded by the fleet's size, not its history: two streaming passes (records, then
+the inventory) keep a few dozen bytes per cluster, and every list a section prints (failed
+upgrades, clusters without success, clusters without records) is spooled to a temporary file
+as it is found, past a few MiB, so a complete list never has to fit in memory. Lists come out
+in file order (clusters as collected, each cluster's records newest first).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Generic, Literal, Self, TextIO, TypeVar
+
+import orjson
+
+from collector.compression import Compression, iter_lines, suffix
+from collector.errors import CollectorError, ConfigError
+from collector.normalize import outcome_of, parse_time
+
+Format = Literal["table", "json", "csv"]
+FORMATS: Final = ("table", "json", "csv")
+
+#: The outcomes every report lists, in this order, even at zero; others follow if present.
+OUTCOMES: Final = ("success", "failed", "running", "unknown")
+UNKNOWN_VERSION: Final = "(unknown)"
+
+# Hours, days and weeks only: "m" would be read as minutes by some and months by others, and a
+# report over the wrong window looks just as plausible as one over the right window.
+_SINCE: Final = re.compile(r"\s*([0-9]+)\s*([hdw])\s*", re.ASCII)
+_UNIT_SECONDS: Final = {"h": 3_600, "d": 86_400, "w": 604_800}
+
+#: Bytes a spooled list keeps in memory before it moves to a temporary file.
+_SPOOL_MEMORY: Final = 2 * 1024 * 1024
+
+
+def parse_since(text: str) -> timedelta:
+    """``30d``, ``12h``, ``2w`` as a timedelta; ConfigError otherwise."""
+    match = _SINCE.fullmatch(text)
+    if match is None:
+        raise ConfigError(
+            f"--since {text!r} is not a window: a whole number of hours, days or weeks"
+            " (examples: 12h, 30d, 2w)"
+        )
+    amount = int(match.group(1))
+    if amount == 0:
+        raise ConfigError(f"--since {text!r} must be longer than zero")
+    return timedelta(seconds=amount * _UNIT_SECONDS[match.group(2)])
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FailedUpgrade:
+    """One failed (or rolled back) upgrade in the window."""
+
+    time: str | None
+    account: str | None
+    region: str | None
+    project_id: str | None
+    cluster_id: str | None
+    cluster_name: str | None
+    item_id: str | None
+    status: str | None
+    from_version: str | None
+    to_version: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRow:
+    """An inventory cluster, as the cluster lists show it."""
+
+    account: str | None
+    region: str | None
+    project_id: str | None
+    cluster_id: str | None
+    cluster_name: str | None
+    version: str
+    collection: str | None
+    records: int
+
+
+Row = TypeVar("Row", FailedUpgrade, ClusterRow)
+
+
+class Spool(Generic[Row]):
+    """An append-only list of rows kept in a temporary file once it outgrows a few MiB.
+
+    Also tracks each column's widest text, so a table can be aligned without a second pass.
+    """
+
+    __slots__ = ("_count", "_file", "_row_type", "widths")
+
+    def __init__(self, row_type: type[Row]) -> None:
+        self._row_type: type[Row] = row_type
+        # Closed by close(), which Report.close() and build_report's failure path call.
+        self._file: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=_SPOOL_MEMORY, mode="w+b"
+        )
+        self._count = 0
+        self.widths = [0] * len(row_type.__slots__)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self._row_type.__slots__)
+
+    def append(self, row: Row) -> None:
+        values = tuple(getattr(row, name) for name in self._row_type.__slots__)
+        widths = self.widths
+        for index, value in enumerate(values):
+            size = len(_cell(value))
+            widths[index] = max(widths[index], size)
+        self._file.write(orjson.dumps(values, option=orjson.OPT_APPEND_NEWLINE))
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Row]:
+        """The rows in the order appended (one reader at a time; no appends meanwhile)."""
+        fh = self._file
+        fh.flush()
+        fh.seek(0)
+        make = self._row_type
+        for line in fh:
+            yield make(*orjson.loads(line))
+        fh.seek(0, 2)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """What :func:`build_report` found. Close it (or use ``with``) to drop its spools."""
+
+    directory: Path
+    records_file: Path
+    clusters_file: Path
+    #: From summary.json; both None when there is none (the run did not finish).
+    run_id: str | None
+    run_status: str | None
+    now: datetime
+    since: timedelta | None
+    #: None: the window is all of history.
+    window_start: datetime | None
+    #: Clusters in the inventory (each counted once).
+    clusters: int
+    #: Record lines read.
+    records: int
+    #: (version, clusters) sorted by version.
+    versions: tuple[tuple[str, int], ...]
+    #: (outcome, upgrades in the window), :data:`OUTCOMES` first.
+    outcomes: tuple[tuple[str, int], ...]
+    #: Records with neither start_time nor end_time.
+    undated_records: int
+    #: Clusters with records but no inventory line (a damaged or hand-edited export).
+    clusters_without_inventory: int
+    #: Inventory lines repeating a cluster already seen (read once).
+    duplicate_inventory_lines: int
+    #: Clusters without records whose collection did not succeed: history unknown, not empty.
+    uncollected_clusters: int
+    failed_upgrades: Spool[FailedUpgrade]
+    no_success_in_window: Spool[ClusterRow]
+    no_records: Spool[ClusterRow]
+
+    def close(self) -> None:
+        for spool in (self.failed_upgrades, self.no_success_in_window, self.no_records):
+            spool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _ClusterState:
+    """The little a report keeps per cluster between the two passes."""
+
+    __slots__ = ("listed", "records", "success_at", "success_in_window", "version")
+
+    def __init__(self) -> None:
+        self.records = 0
+        #: Time of the newest successful upgrade (-inf when it has none); None: no success.
+        self.success_at: float | None = None
+        self.version: str | None = None
+        self.success_in_window = False
+        self.listed = False
+
+
+def _find(directory: Path, base: str) -> Path:
+    """The one ``base``.jsonl[.gz|.zst] in ``directory``; ConfigError naming what is wrong."""
+    candidates = [directory / f"{base}{suffix(kind)}" for kind in Compression]
+    found = [path for path in candidates if path.is_file()]
+    if not found:
+        raise ConfigError(
+            f"{directory} is not a collector export: it has no {base}.jsonl"
+            f" (nor {base}.jsonl.gz, {base}.jsonl.zst)"
+        )
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found)
+        raise ConfigError(f"{directory} holds more than one {base} file ({names}): keep one")
+    return found[0]
+
+
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Each non-blank line's object; ConfigError naming the file and line of a bad one."""
+    lines = iter_lines(path)
+    number = 0
+    while True:
+        try:
+            line = next(lines, None)
+        except CollectorError as exc:  # a truncated or corrupt compressed file, an I/O error
+            raise ConfigError(str(exc)) from exc
+        if line is None:
+            return
+        number += 1
+        if line.strip():
+            yield _parse(path, number, line)
+
+
+def _parse(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{path} line {number}: not JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path} line {number}: not a JSON object")
+    return obj
+
+
+def _epoch(value: object) -> float | None:
+    moment = parse_time(value)
+    return None if moment is None else moment.timestamp()
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _read_summary(directory: Path) -> tuple[str | None, str | None]:
+    path = directory / "summary.json"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        summary = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not JSON ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{path} is not a JSON object")
+    return _text(summary.get("run_id")), _text(summary.get("status"))
+
+
+def _version_key(version: str) -> tuple[tuple[int, ...], str]:
+    # Numeric parts compare as numbers (9.1.0 after 8.10.0); the text breaks ties and orders
+    # the rare non-numeric labels.
+    return tuple(int(part) for part in re.findall(r"[0-9]+", version)), version
+
+
+def build_report(directory: Path, *, since: timedelta | None, now: datetime) -> Report:
+    """Read the export in ``directory`` (any compression) into a :class:`Report`."""
+    if not directory.is_dir():
+        what = "does not exist" if not directory.exists() else "is not a directory"
+        raise ConfigError(f"export directory {directory} {what}")
+    records_file = _find(directory, "records")
+    clusters_file = _find(directory, "clusters")
+    run_id, run_status = _read_summary(directory)
+    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+    window_start = None if since is None else now - since
+    builder = _Builder(window_start=window_start)
+    try:
+        for row in _rows(records_file):
+            builder.add_record(row)
+        for row in _rows(clusters_file):
+            builder.add_cluster(row)
+    except BaseException:
+        builder.close()
+        raise
+    outcomes = builder.outcomes
+    others = sorted(name for name in outcomes if name not in OUTCOMES)
+    versions = sorted(builder.versions.items(), key=lambda item: _version_key(item[0]))
+    return Report(
+        directory=directory,
+        records_file=records_file,
+        clusters_file=clusters_file,
+        run_id=run_id,
+        run_status=run_status,
+        now=now,
+        since=since,
+        window_start=window_start,
+        clusters=builder.inventory,
+        records=builder.records,
+        versions=tuple(versions),
+        outcomes=tuple((name, outcomes[name]) for name in (*OUTCOMES, *others)),
+        undated_records=builder.undated,
+        clusters_without_inventory=sum(1 for s in builder.states.values() if not s.listed),
+        duplicate_inventory_lines=builder.duplicates,
+        uncollected_clusters=builder.uncollected,
+        failed_upgrades=builder.failed,
+        no_success_in_window=builder.no_success,
+        no_records=builder.no_records,
+    )
+
+
+class _Builder:
+    """The two passes' state: records first (per-cluster state), then the inventory."""
+
+    def __init__(self, *, window_start: datetime | None) -> None:
+        self.window_start = window_start
+        self.cutoff = -math.inf if window_start is None else window_start.timestamp()
+        self.states: dict[str, _ClusterState] = {}
+        # One string object per distinct version, not one per cluster.
+        self.interned: dict[str, str] = {}
+        self.outcomes: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.records = 0
+        self.undated = 0
+        self.inventory = 0
+        self.duplicates = 0
+        self.uncollected = 0
+        self.failed = Spool(FailedUpgrade)
+        self.no_success = Spool(ClusterRow)
+        self.no_records = Spool(ClusterRow)
+
+    def close(self) -> None:
+        for spool in (self.failed, self.no_success, self.no_records):
+            spool.close()
+
+    def _state(self, cluster_id: str) -> _ClusterState:
+        state = self.states.get(cluster_id)
+        if state is None:
+            state = self.states[cluster_id] = _ClusterState()
+        return state
+
+    def add_record(self, row: dict[str, Any]) -> None:
+        self.records += 1
+        state = self._state(str(row.get("cluster_id")))
+        state.records += 1
+        outcome = _text(row.get("outcome")) or outcome_of(row.get("status"))
+        at = _epoch(row.get("start_time"))
+        if at is None:
+            at = _epoch(row.get("end_time"))
+        if at is None:
+            self.undated += 1
+        in_window = self.window_start is None or (at is not None and at >= self.cutoff)
+        if in_window:
+            self.outcomes[outcome] += 1
+        if outcome == "success":
+            state.success_in_window = state.success_in_window or in_window
+            key = -math.inf if at is None else at
+            to_version = _text(row.get("to_version"))
+            # Strictly newer only: on a tie the first seen (the newest, in API order) wins.
+            newer = state.success_at is None or key > state.success_at
+            if newer and to_version is not None:
+                state.success_at = key
+                state.version = self.interned.setdefault(to_version, to_version)
+        elif outcome == "failed" and in_window:
+            self.failed.append(
+                FailedUpgrade(
+                    time=_text(row.get("start_time")) or _text(row.get("end_time")),
+                    account=_text(row.get("account")),
+                    region=_text(row.get("region")),
+                    project_id=_text(row.get("project_id")),
+                    cluster_id=_text(row.get("cluster_id")),
+                    cluster_name=_text(row.get("cluster_name")),
+                    item_id=_text(row.get("item_id")),
+                    status=_text(row.get("status")),
+                    from_version=_text(row.get("from_version")),
+                    to_version=_text(row.get("to_version")),
+                    reason=_text(row.get("failed_reason")),
+                )
+            )
+
+    def add_cluster(self, row: dict[str, Any]) -> None:
+        state = self._state(str(row.get("cluster_id")))
+        if state.listed:
+            self.duplicates += 1
+            return
+        state.listed = True
+        self.inventory += 1
+        info = row.get("cluster")
+        listed_version = _text(info.get("version")) if isinstance(info, dict) else None
+        current = state.version or listed_version or UNKNOWN_VERSION
+        self.versions[current] += 1
+        if state.success_in_window and state.records:
+            return
+        line = ClusterRow(
+            account=_text(row.get("account")),
+            region=_text(row.get("region")),
+            project_id=_text(row.get("project_id")),
+            cluster_id=_text(row.get("cluster_id")),
+            cluster_name=_text(row.get("cluster_name")),
+            version=current,
+            collection=_text(row.get("collection")),
+            records=state.records,
+        )
+        if not state.success_in_window:
+            self.no_success.append(line)
+        if not state.records:
+            self.no_records.append(line)
+            # "gone" was read (a 404: deleted), so its empty history is as known as "ok"'s.
+            if line.collection not in ("ok", "gone"):
+                self.uncollected += 1
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _utc(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _since_text(since: timedelta | None) -> str | None:
+    if since is None:
+        return None
+    seconds = int(since.total_seconds())
+    for unit in ("w", "d", "h"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def _window_label(report: Report) -> str:
+    if report.window_start is None:
+        return f"all history (up to {_utc(report.now)})"
+    return f"{_utc(report.window_start)} .. {_utc(report.now)} ({_since_text(report.since)})"
+
+
+def _info(report: Report) -> list[tuple[str, object]]:
+    return [
+        ("directory", str(report.directory)),
+        ("run_id", report.run_id),
+        # No summary.json: the run that wrote these files never finished.
+        ("run_status", report.run_status or "unfinished (no summary.json)"),
+        ("now", _utc(report.now)),
+        ("since", _since_text(report.since)),
+        ("window_start", _utc(report.window_start)),
+        ("clusters", report.clusters),
+        ("records", report.records),
+        ("undated_records", report.undated_records),
+        ("clusters_without_inventory", report.clusters_without_inventory),
+        ("duplicate_inventory_lines", report.duplicate_inventory_lines),
+        ("uncollected_clusters", report.uncollected_clusters),
+    ]
+
+
+def render(report: Report, fmt: Format, out: TextIO) -> None:
+    """Write ``report`` to ``out`` as a text table, one JSON object, or one CSV."""
+    if fmt == "table":
+        _render_table(report, out)
+    elif fmt == "json":
+        _render_json(report, out)
+    elif fmt == "csv":
+        _render_csv(report, out)
+    else:
+        raise ConfigError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _write_table(
+    out: TextIO,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    widths: Sequence[int],
+    *,
+    right: frozenset[int] = frozenset(),
+) -> None:
+    """Aligned columns; the last one is not padded (reasons are long and ragged)."""
+    sizes = [max(len(h), w) for h, w in zip(headers, widths, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(size) if index in right else cell.ljust(size)
+            for index, (cell, size) in enumerate(zip(cells[:-1], sizes, strict=False))
+        ]
+        parts.append(cells[-1].rjust(sizes[-1]) if len(cells) - 1 in right else cells[-1])
+        return "  " + "  ".join(parts).rstrip() + "\n"
+
+    out.write(line(headers))
+    for row in rows:
+        out.write(line([_cell(value) for value in row]))
+
+
+def _render_table(report: Report, out: TextIO) -> None:
+    out.write(f"Upgrade audit of {report.directory}\n")
+    status = report.run_status or "UNFINISHED (no summary.json: the run did not finish)"
+    out.write(f"  run {report.run_id or '-'}, status {status}\n")
+    out.write(f"  {report.clusters:,} clusters in the inventory, {report.records:,} records\n")
+    out.write(f"  window: {_window_label(report)}\n")
+    if report.undated_records:
+        out.write(f"  {report.undated_records:,} records have no time: outside any window\n")
+    if report.clusters_without_inventory:
+        out.write(
+            f"  warning: {report.clusters_without_inventory:,} clusters have records but no"
+            " inventory line\n"
+        )
+
+    out.write(f"\nClusters per current version ({len(report.versions)} versions)\n")
+    _write_table(
+        out,
+        ("VERSION", "CLUSTERS"),
+        report.versions,
+        [max((len(v) for v, _ in report.versions), default=0), 8],
+        right=frozenset({1}),
+    )
+
+    total = sum(n for _, n in report.outcomes)
+    out.write(f"\nUpgrades per outcome in the window ({total:,})\n")
+    _write_table(
+        out,
+        ("OUTCOME", "UPGRADES"),
+        report.outcomes,
+        [max(len(name) for name, _ in report.outcomes), 8],
+        right=frozenset({1}),
+    )
+
+    failed = report.failed_upgrades
+    out.write(f"\nFailed upgrades in the window ({len(failed):,})\n")
+    if len(failed):
+        columns: tuple[str, ...] = ("time", "account", "region", "cluster_name", "cluster_id")
+        columns += ("item_id", "status", "to_version", "reason")
+        index = {name: i for i, name in enumerate(failed.fields)}
+        _write_table(
+            out,
+            [name.upper() for name in columns],
+            ([getattr(row, name) for name in columns] for row in failed),
+            [failed.widths[index[name]] for name in columns],
+        )
+
+    for title, spool in (
+        ("Clusters with no successful upgrade in the window", report.no_success_in_window),
+        ("Clusters with no records at all", report.no_records),
+    ):
+        out.write(f"\n{title} ({len(spool):,})\n")
+        if not len(spool):
+            continue
+        columns = ("account", "region", "cluster_name", "cluster_id", "version", "records")
+        columns += ("collection",)
+        index = {name: i for i, name in enumerate(spool.fields)}
+        _write_table(
+            out,
+            [name.upper() for name in columns],
+            ([getattr(row, name) for name in columns] for row in spool),
+            [spool.widths[index[name]] for name in columns],
+            right=frozenset({5}),
+        )
+    if report.uncollected_clusters:
+        out.write(
+            f"  {report.uncollected_clusters:,} of these were not collected (collection failed):"
+            " their history is unknown, not empty\n"
+        )
+
+
+def _render_json(report: Report, out: TextIO) -> None:
+    # Written piece by piece, so the long lists stream from their spools.
+    def dumps(obj: object) -> str:
+        return orjson.dumps(obj).decode()
+
+    info = dict(_info(report))
+    out.write('{"export":' + dumps(info))
+    out.write(
+        ',"versions":'
+        + dumps([{"version": v, "clusters": n} for v, n in report.versions])
+        + ',"outcomes":'
+        + dumps(dict(report.outcomes))
+    )
+    for key, spool in (
+        ("failed_upgrades", report.failed_upgrades),
+        ("no_success_in_window", report.no_success_in_window),
+        ("no_records", report.no_records),
+    ):
+        out.write(f',"{key}":[')
+        fields = spool.fields
+        for number, row in enumerate(spool):
+            if number:
+                out.write(",")
+            out.write(dumps({name: getattr(row, name) for name in fields}))
+        out.write("]")
+    out.write("}\n")
+
+
+CSV_COLUMNS: Final = (
+    "section",
+    "key",
+    "value",
+    "time",
+    "account",
+    "region",
+    "project_id",
+    "cluster_id",
+    "cluster_name",
+    "item_id",
+    "status",
+    "from_version",
+    "to_version",
+    "version",
+    "collection",
+    "records",
+    "reason",
+)
+
+
+def _render_csv(report: Report, out: TextIO) -> None:
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for key, value in _info(report):
+        writer.writerow({"section": "export", "key": key, "value": value})
+    for version, count in report.versions:
+        writer.writerow({"section": "version", "key": version, "value": count})
+    for outcome, count in report.outcomes:
+        writer.writerow({"section": "outcome", "key": outcome, "value": count})
+    for section, spool in (
+        ("failed_upgrade", report.failed_upgrades),
+        ("no_success_in_window", report.no_success_in_window),
+        ("no_records", report.no_records),
+    ):
+        fields = spool.fields
+        for row in spool:
+            values = {name: getattr(row, name) for name in fields}
+            writer.writerow({"section": section, **values})
