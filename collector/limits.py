@@ -164,9 +164,13 @@ class RetryBudget:
     def on_request(self) -> None:
         self._requests.append(self._clock())
 
-    def reset(self) -> None:
-        """Start afresh: a later pass is a new episode, spaced from the last by a pause."""
-        self._requests.clear()
+    def new_pass(self) -> None:
+        """A later pass may again retry up to the ratio of the last window's requests.
+
+        Only the spent retries are forgotten. Keeping the requests means a healthy endpoint
+        that was merely unlucky (a busy one) gets a real allowance for the pass that finishes
+        its set-aside pages, while a dead endpoint (few requests, all failed) still gets none.
+        """
         self._retries.clear()
 
     def try_spend(self) -> bool:
@@ -293,7 +297,7 @@ class Governor:
     def new_pass(self) -> None:
         """A later pass begins: every endpoint's retry budget starts afresh."""
         for state in self._endpoints.values():
-            state.budget.reset()
+            state.budget.new_pass()
 
     def open_circuits(self) -> list[str]:
         return sorted(name for name, state in self._endpoints.items() if state.breaker.is_open)

@@ -222,3 +222,18 @@ def test_breaker_opens_after_threshold_and_probes_once_after_cooldown() -> None:
     breaker.on_success()
     assert not breaker.is_open
     assert breaker.allow()
+
+
+def test_new_pass_forgets_spent_retries_but_not_requests() -> None:
+    """A later pass gets 10% of the last window's requests again; a dead endpoint gets none."""
+    t = FakeTime()
+    busy = RetryBudget(ratio=0.1, minimum=0, window=60.0, clock=t.clock)
+    for _ in range(100):
+        busy.on_request()
+    assert sum(busy.try_spend() for _ in range(20)) == 10
+    busy.new_pass()
+    assert sum(busy.try_spend() for _ in range(20)) == 10
+    dead = RetryBudget(ratio=0.1, minimum=0, window=60.0, clock=t.clock)
+    dead.on_request()
+    dead.new_pass()
+    assert not dead.try_spend()
