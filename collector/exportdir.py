@@ -82,7 +82,8 @@ def claim(
 ) -> Claimed:
     """Lock the run's directory and make it ready; ConfigError/SinkError say why not."""
     template = config.output.dir
-    directory = output_dir or render_dir(template, started=started, run_id=run_id)
+    shard_name = "all" if shard is None else f"{shard.index}-of-{shard.count}"
+    directory = output_dir or render_dir(template, started=started, run_id=run_id, shard=shard_name)
     if resume and output_dir is None:
         here = existing_run(directory) if directory.is_dir() else None
         if here is None or not here.resumable:

@@ -55,7 +55,7 @@ LOCK_NAME: Final = ".collector.lock"
 MANIFEST_NAME: Final = ".collector-run.json"
 SUMMARY_NAME: Final = "summary.json"
 
-PLACEHOLDERS: Final = ("date", "time", "run_id")
+PLACEHOLDERS: Final = ("date", "time", "run_id", "shard")
 
 #: A lock or manifest larger than this is not one of ours.
 _MAX_SMALL_FILE = 64 * 1024
@@ -99,16 +99,22 @@ def _fields(template: str) -> list[tuple[str, str | None]]:
     return pieces
 
 
-def render_dir(template: str, *, started: datetime, run_id: str) -> Path:
+def render_dir(template: str, *, started: datetime, run_id: str, shard: str = "all") -> Path:
     """This run's output directory from the ``output.dir`` template.
 
     ``{date}`` is the UTC start date (YYYY-MM-DD), ``{time}`` the UTC start time (HHMMSS),
-    ``{run_id}`` the run id. UTC so that the name does not depend on the machine's zone.
+    ``{run_id}`` the run id, ``{shard}`` the shard (``K-of-N``, or ``all``). UTC so that the
+    name does not depend on the machine's zone.
     """
     if started.tzinfo is None:
         raise ValueError("started must be timezone-aware")
     moment = started.astimezone(UTC)
-    values = {"date": f"{moment:%Y-%m-%d}", "time": f"{moment:%H%M%S}", "run_id": run_id}
+    values = {
+        "date": f"{moment:%Y-%m-%d}",
+        "time": f"{moment:%H%M%S}",
+        "run_id": run_id,
+        "shard": shard,
+    }
     rendered = "".join(
         literal + (values[name] if name else "") for literal, name in _fields(template)
     )

@@ -485,3 +485,12 @@ def test_find_unfinished_looks_past_todays_name(tmp_path: Path) -> None:
     summary(day2, run_id="b", status="ok")
     assert [run.run_id for run in find_unfinished(template)] == ["a", "c"]
     assert find_unfinished(template)[0].directory == tmp_path / "2024-02-29"
+
+
+def test_shard_placeholder_names_the_slice() -> None:
+    """{shard} renders as K-of-N (or all), so each shard of a Job gets its own directory."""
+    started = datetime(2026, 11, 24, 2, 15, 0, tzinfo=UTC)
+    assert render_dir(
+        "exports/{date}/{shard}", started=started, run_id="r", shard="1-of-4"
+    ) == Path("exports/2026-11-24/1-of-4")
+    assert render_dir("exports/{shard}", started=started, run_id="r") == Path("exports/all")
