@@ -100,6 +100,9 @@ class ApiClient:
                 self._observe_failure(err, endpoint=endpoint, rate=rate)
                 delay = self._policy.delay_after(err, attempt)
                 if delay is not None and not endpoint.budget.try_spend():
+                    if not self._stats.budget_exhausted:
+                        # A retry storm: say so once; the summary counts the rest.
+                        self._log.warning("endpoint.retry_budget_spent", endpoint=route.endpoint)
                     self._stats.budget_exhausted += 1
                     err.message += f" (retry budget of endpoint {route.endpoint} spent)"
                     delay = None
@@ -155,7 +158,12 @@ class ApiClient:
             if rate is not None:
                 rate.on_throttle(message=err.error_msg, retry_after=err.retry_after)
         elif err.transient:
+            was_open = endpoint.breaker.is_open
             endpoint.breaker.on_failure()
+            if endpoint.breaker.is_open and not was_open:
+                structlog.get_logger("collector.client").warning(
+                    "endpoint.circuit_open", endpoint=endpoint.name, error=str(err)
+                )
         else:
             endpoint.breaker.on_success()  # a definite answer (400/401/403/404): it is alive
 

@@ -155,6 +155,8 @@ async def collect(
         break_lock=break_lock,
         shard=shard,
     )
+    # Every log line of this run carries its id (structlog's context variables).
+    structlog.contextvars.bind_contextvars(run_id=claimed.run_id)
     try:
         return await _collect(
             config,
@@ -167,6 +169,7 @@ async def collect(
             since=since,
         )
     finally:
+        structlog.contextvars.unbind_contextvars("run_id")
         claimed.lock.release()
 
 
