@@ -84,7 +84,14 @@ class LimitsConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpConfig:
     connect_timeout: float = 10.0
+    #: Longest silence while reading a response.
     read_timeout: float = 30.0
+    #: Longest one attempt may take in all, so a server trickling a byte a second is cut off.
+    request_timeout: float = 120.0
+    #: A response body larger than this is cut off and reported.
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: A PEM bundle of CAs to trust instead of the system's (a private cloud's CA).
+    ca_bundle: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,6 +236,9 @@ class _LimitsSchema(_Strict):
 class _HttpSchema(_Strict):
     connect_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
     read_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    request_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] | None = None
+    ca_bundle: str | None = None
 
 
 class _RetrySchema(_Strict):
@@ -630,12 +640,18 @@ class _Builder:
         return Config(
             accounts=tuple(accounts),
             limits=limits,
-            http=HttpConfig(**_given(schema.http)),
+            http=self.http(schema.http),
             retry=retry,
             paging=PagingConfig(**_given(schema.paging)),
             output=output,
             warnings=tuple(self.warnings),
         )
+
+    def http(self, schema: _HttpSchema | None) -> HttpConfig:
+        http = HttpConfig(**_given(schema))
+        if http.ca_bundle is not None and not Path(http.ca_bundle).is_file():
+            raise self.fail(("http", "ca_bundle"), f"no such file: {http.ca_bundle}")
+        return http
 
     def account(
         self, index: int, raw: _AccountSchema, top_endpoints: dict[str, str], top_iam: str

@@ -283,6 +283,9 @@ class _TransportScope:
             self._owned = AiohttpTransport(
                 connect_timeout=config.http.connect_timeout,
                 read_timeout=config.http.read_timeout,
+                request_timeout=config.http.request_timeout,
+                max_body_bytes=config.http.max_body_bytes,
+                ca_bundle=config.http.ca_bundle,
                 max_connections=config.limits.concurrency,
             )
 

@@ -8,12 +8,14 @@ security token.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
 import aiohttp
+import anyio
 from yarl import URL
 
 from collector import __version__
@@ -56,22 +58,35 @@ class AiohttpTransport:
         connect_timeout: float,
         read_timeout: float,
         max_connections: int,
-        max_body_bytes: int = 16 * 1024 * 1024,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        request_timeout: float = 120.0,
+        ca_bundle: str | None = None,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._max_connections = max_connections
         self._max_body = max_body_bytes
+        self._request_timeout = request_timeout
+        self._ca_bundle = ca_bundle
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
+        # TLS is verified by default; a private CA replaces the system's trust store.
+        ssl_context: ssl.SSLContext | bool = True
+        if self._ca_bundle is not None:
+            try:
+                ssl_context = ssl.create_default_context(cafile=self._ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidRequest(f"cannot load ca_bundle {self._ca_bundle}: {exc}") from exc
         connector = aiohttp.TCPConnector(
-            limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
+            limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300, ssl=ssl_context
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
+            # HTTPS_PROXY / NO_PROXY from the environment, as users of the SDK expect.
+            trust_env=True,
             headers={"User-Agent": USER_AGENT},
             # The signature covers exactly what we send; let nothing rewrite the URL.
             requote_redirect_url=False,
@@ -97,9 +112,15 @@ class AiohttpTransport:
         except ValueError as exc:
             raise InvalidRequest(f"malformed URL: {exc}") from exc
         try:
-            # A signed request is never replayed to wherever a redirect points.
-            async with session.get(target, headers=dict(headers), allow_redirects=False) as resp:
-                body = await self._read_capped(resp, where)
+            # Per socket operation timeouts cannot stop a server that trickles a byte a
+            # second; this bounds the whole attempt. The governor admits no more requests
+            # than the pool holds, so no pool wait is counted here.
+            with anyio.fail_after(self._request_timeout):
+                # A signed request is never replayed to wherever a redirect points.
+                async with session.get(
+                    target, headers=dict(headers), allow_redirects=False
+                ) as resp:
+                    body = await self._read_capped(resp, where)
                 return Response(
                     status=resp.status,
                     body=body,

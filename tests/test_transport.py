@@ -265,3 +265,27 @@ async def test_header_value_the_http_layer_refuses_is_a_collector_error() -> Non
             await http.get(url + "/v1/x", headers=injected)
     assert TOKEN not in str(info.value)
     assert heads == []  # nothing was sent
+
+
+async def test_server_trickling_a_byte_at_a_time_is_cut_by_the_request_timeout() -> None:
+    """A byte every 0.1 s never trips read_timeout (0.3 s), but request_timeout (0.6 s) ends it."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader, [])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 100000\r\n\r\n")
+        for _ in range(1000):
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    loop = asyncio.get_running_loop()
+    http = AiohttpTransport(
+        connect_timeout=2.0, read_timeout=0.3, request_timeout=0.6, max_connections=4
+    )
+    async with raw_server(trickle) as url, http:
+        started = loop.time()
+        error = await get_error(http, url + "/v1/x")
+        waited = loop.time() - started
+    assert type(error) is RequestTimeout
+    assert 0.5 < waited < 3.0
