@@ -14,7 +14,9 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeAlias
 
 import anyio
 
@@ -22,6 +24,8 @@ from collector import __version__
 from collector.errors import CollectorError, ConfigError
 from collector.logs import configure
 from collector.run import EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_USAGE
+
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _positive_int(text: str) -> int:
@@ -138,155 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", help="what to do (see each --help)"
     )
 
-    run = sub.add_parser(
-        "run",
-        help="collect the fleet described by a config file",
-        description="Collect every cluster's upgrade records into the output directory.",
-    )
-    run.add_argument("--config", required=True, type=Path, help="path to the YAML config")
-    run.add_argument("--output", type=Path, help="output directory (overrides output.dir)")
-    run.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        help="requests in flight (overrides limits.concurrency)",
-    )
-    run.add_argument(
-        "--resume",
-        action="store_true",
-        help="finish the interrupted run in the output directory (a fresh run if there is none)",
-    )
-    run.add_argument(
-        "--overwrite", action="store_true", help="replace a finished run in the output directory"
-    )
-    run.add_argument(
-        "--break-lock",
-        action="store_true",
-        help="take over a lock left by another host (only when that host is surely gone)",
-    )
-    run.add_argument(
-        "--shard",
-        metavar="K/N|auto",
-        help="collect only shard K of N (0-based); auto: K from JOB_COMPLETION_INDEX",
-    )
-    run.add_argument(
-        "--shards", type=_positive_int, metavar="N", help="how many shards, with --shard auto"
-    )
-    run.add_argument(
-        "--since-run",
-        type=Path,
-        metavar="DIR",
-        help="also write changes.jsonl against the earlier run in DIR",
-    )
-    run.add_argument(
-        "--deadline",
-        type=parse_duration,
-        help="end the run by then (45m, 1h30m, 90s): publish what completed, list the rest",
-    )
-    _add_logging(run)
-    run.set_defaults(func=cmd_run)
-
-    validate = sub.add_parser(
-        "validate",
-        help="check a config file and print the plan, secrets masked",
-        description="Load and check the config, then print what a run would do.",
-    )
-    validate.add_argument("--config", required=True, type=Path, help="path to the YAML config")
-    validate.set_defaults(func=cmd_validate)
-
-    demo = sub.add_parser(
-        "demo",
-        help="run a real collection against the built-in simulator",
-        description=(
-            "Start the simulator on a free loopback port, collect its fleet with the production "
-            "code path, and check the export against the simulator's ground truth."
-        ),
-    )
-    demo.add_argument(
-        "--output",
-        type=Path,
-        default=Path("demo-output"),
-        help="where to write (default: ./demo-output)",
-    )
-    _add_logging(demo)
-    demo.set_defaults(func=cmd_demo, log_level="warning")
-
-    simulate = sub.add_parser(
-        "simulate",
-        help="run the simulated IAM + DWS API as a standalone server",
-        description="Serve a deterministic simulated fleet on loopback until interrupted.",
-    )
-    simulate.add_argument(
-        "--host",
-        type=_loopback,
-        default="127.0.0.1",
-        help="loopback address to bind (default: 127.0.0.1)",
-    )
-    simulate.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
-    simulate.add_argument("--seed", type=int, default=7, help="fleet seed (default: 7)")
-    simulate.add_argument("--accounts", type=_positive_int, default=2, help="accounts (default: 2)")
-    simulate.add_argument(
-        "--projects", type=_positive_int, default=3, help="region projects per account (default: 3)"
-    )
-    simulate.add_argument(
-        "--clusters", type=_non_negative_int, default=10, help="clusters per project (default: 10)"
-    )
-    simulate.add_argument(
-        "--records", type=_non_negative_int, default=8, help="mean records per cluster (default: 8)"
-    )
-    simulate.add_argument(
-        "--offset-mode", choices=("page", "record"), default="page", help="how offset is read"
-    )
-    simulate.add_argument("--no-count", action="store_true", help="omit 'count' from responses")
-    simulate.add_argument("--page-cap", type=_positive_int, help="silently cap records per page")
-    simulate.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
-    simulate.add_argument(
-        "--latency-jitter", type=float, default=0.0, help="extra uniform random latency, seconds"
-    )
-    simulate.add_argument(
-        "--error-rate",
-        type=_fault_rate,
-        action="append",
-        default=[],
-        metavar="STATUS=RATE",
-        help="answer STATUS (429, 500, 502, 503, 504) to this share of requests; repeatable",
-    )
-    simulate.add_argument(
-        "--retry-after", type=int, help="send Retry-After: N (seconds) with every 429"
-    )
-    simulate.add_argument(
-        "--rate-limit", type=float, help="requests per second per access key and region (429 above)"
-    )
-    simulate.add_argument(
-        "--reset-rate", type=_probability, default=0.0, help="share of connections reset"
-    )
-    simulate.add_argument(
-        "--stall-rate", type=_probability, default=0.0, help="share of responses that stall"
-    )
-    simulate.add_argument(
-        "--truncate-rate", type=_probability, default=0.0, help="share of bodies cut short"
-    )
-    simulate.add_argument(
-        "--html-rate", type=_probability, default=0.0, help="share of 200s with an HTML body"
-    )
-    simulate.add_argument(
-        "--down-region",
-        action="append",
-        default=[],
-        metavar="REGION",
-        help="every request for this region has its connection reset; repeatable",
-    )
-    simulate.add_argument(
-        "--region-status",
-        type=_region_status,
-        action="append",
-        default=[],
-        metavar="REGION=STATUS",
-        help="every request for REGION answers STATUS (e.g. cn-north-4=503); repeatable",
-    )
-    simulate.add_argument(
-        "--fixed-records", action="store_true", help="every cluster has exactly --records records"
-    )
-    simulate.set_defaults(func=cmd_simulate)
+    _add_run(sub)
+    _add_others(sub)
+    _add_simulate(sub)
     return parser
 
 
@@ -308,8 +166,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from collector.config import load_config
-    from collector.run import collect
+    from collector.metrics import check_metrics_path, crash_summary, write_metrics
+    from collector.progress import Progress, progress_enabled
+    from collector.run import RunResult, collect
     from collector.shards import parse_shard
+    from collector.stats import RunStats
 
     configure(fmt=args.log_format, level=args.log_level)
     config = load_config(args.config, environ=os.environ)
@@ -320,9 +181,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             config, limits=dataclasses.replace(config.limits, concurrency=args.concurrency)
         )
     shard = parse_shard(args.shard, shards=args.shards, environ=os.environ)
+    if args.metrics_file is not None:
+        check_metrics_path(args.metrics_file)  # fail now, not after a 45-minute run
+    stats = RunStats()
 
-    async def main() -> int:
-        result = await collect(
+    async def main() -> RunResult:
+        return await collect(
             config,
             output_dir=args.output,
             deadline=args.deadline,
@@ -332,10 +196,37 @@ def cmd_run(args: argparse.Namespace) -> int:
             break_lock=args.break_lock,
             shard=shard,
             since_run=args.since_run,
+            stats=stats,
         )
-        return result.exit_code
 
-    return anyio.run(main, backend="asyncio")
+    show = progress_enabled(
+        sys.stderr, no_progress=args.no_progress, json_logs=args.log_format == "json"
+    )
+    started = datetime.now(UTC)
+    with Progress(stats, stream=sys.stderr, enabled=show) as progress:
+        # Log lines print above the live display, never inside it.
+        configure(fmt=args.log_format, level=args.log_level, stream=progress.log_stream)
+        try:
+            result = anyio.run(main, backend="asyncio")
+        except CollectorError:
+            if args.metrics_file is not None:
+                summary = crash_summary(
+                    started_at=started, ended_at=datetime.now(UTC), exit_code=EXIT_FATAL
+                )
+                write_metrics(args.metrics_file, summary)
+            raise
+    if args.metrics_file is not None:
+        write_metrics(args.metrics_file, result.summary)
+    return result.exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from collector.report import build_report, parse_since, render
+
+    since = parse_since(args.since) if args.since is not None else None
+    with build_report(args.dir, since=since, now=datetime.now(UTC)) as report:
+        render(report, args.format, sys.stdout)
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -418,3 +309,187 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AssertionError as err:
         return _fail(f"demo output does not match the simulator: {err}", EXIT_FATAL)
     return code
+
+
+def _add_run(sub: _Subparsers) -> None:
+    run = sub.add_parser(
+        "run",
+        help="collect the fleet described by a config file",
+        description="Collect every cluster's upgrade records into the output directory.",
+    )
+    run.add_argument("--config", required=True, type=Path, help="path to the YAML config")
+    run.add_argument("--output", type=Path, help="output directory (overrides output.dir)")
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="requests in flight (overrides limits.concurrency)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the interrupted run in the output directory (a fresh run if there is none)",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace a finished run in the output directory"
+    )
+    run.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over a lock left by another host (only when that host is surely gone)",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="K/N|auto",
+        help="collect only shard K of N (0-based); auto: K from JOB_COMPLETION_INDEX",
+    )
+    run.add_argument(
+        "--shards", type=_positive_int, metavar="N", help="how many shards, with --shard auto"
+    )
+    run.add_argument(
+        "--since-run",
+        type=Path,
+        metavar="DIR",
+        help="also write changes.jsonl against the earlier run in DIR",
+    )
+    run.add_argument(
+        "--deadline",
+        type=parse_duration,
+        help="end the run by then (45m, 1h30m, 90s): publish what completed, list the rest",
+    )
+    run.add_argument(
+        "--no-progress", action="store_true", help="no live progress display on the terminal"
+    )
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics here when the run ends (node_exporter textfile; *.prom)",
+    )
+    _add_logging(run)
+    run.set_defaults(func=cmd_run)
+
+
+def _add_others(sub: _Subparsers) -> None:
+    report = sub.add_parser(
+        "report",
+        help="audit an export: versions, outcomes, failures, gaps",
+        description="Read an export (any compression) and print the fleet view an auditor needs.",
+    )
+    report.add_argument("dir", type=Path, metavar="DIR", help="an export directory")
+    report.add_argument(
+        "--since",
+        metavar="WINDOW",
+        help="only upgrades in the last 12h, 30d, 2w (default: all history)",
+    )
+    report.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="output format (default: table)",
+    )
+    report.set_defaults(func=cmd_report)
+
+    validate = sub.add_parser(
+        "validate",
+        help="check a config file and print the plan, secrets masked",
+        description="Load and check the config, then print what a run would do.",
+    )
+    validate.add_argument("--config", required=True, type=Path, help="path to the YAML config")
+    validate.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a real collection against the built-in simulator",
+        description=(
+            "Start the simulator on a free loopback port, collect its fleet with the production "
+            "code path, and check the export against the simulator's ground truth."
+        ),
+    )
+    demo.add_argument(
+        "--output",
+        type=Path,
+        default=Path("demo-output"),
+        help="where to write (default: ./demo-output)",
+    )
+    _add_logging(demo)
+    demo.set_defaults(func=cmd_demo, log_level="warning")
+
+
+def _add_simulate(sub: _Subparsers) -> None:
+    simulate = sub.add_parser(
+        "simulate",
+        help="run the simulated IAM + DWS API as a standalone server",
+        description="Serve a deterministic simulated fleet on loopback until interrupted.",
+    )
+    simulate.add_argument(
+        "--host",
+        type=_loopback,
+        default="127.0.0.1",
+        help="loopback address to bind (default: 127.0.0.1)",
+    )
+    simulate.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
+    simulate.add_argument("--seed", type=int, default=7, help="fleet seed (default: 7)")
+    simulate.add_argument("--accounts", type=_positive_int, default=2, help="accounts (default: 2)")
+    simulate.add_argument(
+        "--projects", type=_positive_int, default=3, help="region projects per account (default: 3)"
+    )
+    simulate.add_argument(
+        "--clusters", type=_non_negative_int, default=10, help="clusters per project (default: 10)"
+    )
+    simulate.add_argument(
+        "--records", type=_non_negative_int, default=8, help="mean records per cluster (default: 8)"
+    )
+    simulate.add_argument(
+        "--offset-mode", choices=("page", "record"), default="page", help="how offset is read"
+    )
+    simulate.add_argument("--no-count", action="store_true", help="omit 'count' from responses")
+    simulate.add_argument("--page-cap", type=_positive_int, help="silently cap records per page")
+    simulate.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    simulate.add_argument(
+        "--latency-jitter", type=float, default=0.0, help="extra uniform random latency, seconds"
+    )
+    simulate.add_argument(
+        "--error-rate",
+        type=_fault_rate,
+        action="append",
+        default=[],
+        metavar="STATUS=RATE",
+        help="answer STATUS (429, 500, 502, 503, 504) to this share of requests; repeatable",
+    )
+    simulate.add_argument(
+        "--retry-after", type=int, help="send Retry-After: N (seconds) with every 429"
+    )
+    simulate.add_argument(
+        "--rate-limit", type=float, help="requests per second per access key and region (429 above)"
+    )
+    simulate.add_argument(
+        "--reset-rate", type=_probability, default=0.0, help="share of connections reset"
+    )
+    simulate.add_argument(
+        "--stall-rate", type=_probability, default=0.0, help="share of responses that stall"
+    )
+    simulate.add_argument(
+        "--truncate-rate", type=_probability, default=0.0, help="share of bodies cut short"
+    )
+    simulate.add_argument(
+        "--html-rate", type=_probability, default=0.0, help="share of 200s with an HTML body"
+    )
+    simulate.add_argument(
+        "--down-region",
+        action="append",
+        default=[],
+        metavar="REGION",
+        help="every request for this region has its connection reset; repeatable",
+    )
+    simulate.add_argument(
+        "--region-status",
+        type=_region_status,
+        action="append",
+        default=[],
+        metavar="REGION=STATUS",
+        help="every request for REGION answers STATUS (e.g. cn-north-4=503); repeatable",
+    )
+    simulate.add_argument(
+        "--fixed-records", action="store_true", help="every cluster has exactly --records records"
+    )
+    simulate.set_defaults(func=cmd_simulate)

@@ -104,13 +104,17 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _describe(snap: Snapshot) -> str:
-    eta = "--" if snap.eta is None else f"~{format_seconds(snap.eta)}"
+def _traffic(snap: Snapshot) -> str:
     return (
         f"records {snap.records:,} · {snap.requests_per_s:,.1f} req/s · "
-        f"retries {snap.retries:,} · throttled {snap.throttled:,} · "
-        f"failed units {snap.failed_units:,} · elapsed {format_seconds(snap.elapsed)} · "
-        f"ETA {eta}"
+        f"retries {snap.retries:,} · throttled {snap.throttled:,}"
+    )
+
+
+def _failures_and_time(snap: Snapshot) -> str:
+    eta = "--" if snap.eta is None else f"~{format_seconds(snap.eta)}"
+    return (
+        f"failed units {snap.failed_units:,} · elapsed {format_seconds(snap.elapsed)} · ETA {eta}"
     )
 
 
@@ -122,23 +126,27 @@ def _clusters(snap: Snapshot) -> str:
 def render_line(stats: RunStats, elapsed: float, *, requests_per_s: float | None = None) -> str:
     """The display as one plain line (no colour, no bar): for tests and dumb outputs."""
     snap = snapshot(stats, elapsed=elapsed, requests_per_s=requests_per_s)
-    return f"{_clusters(snap)} · {_describe(snap)}"
+    return f"{_clusters(snap)} · {_traffic(snap)} · {_failures_and_time(snap)}"
 
 
 def build_display(snap: Snapshot) -> RenderableType:
-    """The live display: a bar over clusters done, then the counters."""
+    """The live display: a bar over clusters done, then the counters on two short lines.
+
+    Three lines of at most ~75 columns, even with a 100,000-cluster fleet's numbers: an
+    80-column terminal must not wrap them (a wrapped live area redraws badly).
+    """
     head = Table.grid(padding=(0, 1))
     head.add_column(no_wrap=True)
     head.add_column(no_wrap=True)
     head.add_row(
-        ProgressBar(total=max(snap.clusters_discovered, 1), completed=snap.clusters_done, width=40),
+        ProgressBar(total=max(snap.clusters_discovered, 1), completed=snap.clusters_done, width=30),
         Text(_clusters(snap), style="bold"),
     )
-    line = Text(_describe(snap))
+    tail = Text(_failures_and_time(snap))
     if snap.failed_units:
         # Failures are what a watcher must not miss.
-        line.highlight_words([f"failed units {snap.failed_units:,}"], style="bold red")
-    return Group(head, line)
+        tail.highlight_words([f"failed units {snap.failed_units:,}"], style="bold red")
+    return Group(head, Text(_traffic(snap)), tail)
 
 
 class RateWindow:
@@ -192,6 +200,8 @@ class Progress:
         self._lock = threading.Lock()
         self._started = clock()
         self._live: Live | None = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
         self._console = console
         self._refresh = refresh_per_second
 
@@ -225,18 +235,34 @@ class Progress:
         self._started = self._clock()
         console = self._console or Console(file=self._stream)
         # No redirection: the display touches only its own stream, never sys.stdout/stderr.
-        self._live = Live(
+        # Our own refresh thread rather than rich's: rich's is not joined on stop, and nothing
+        # may draw once stop() has returned (the command prints its result next).
+        live = Live(
             get_renderable=self._frame,
             console=console,
-            refresh_per_second=self._refresh,
+            auto_refresh=False,
             transient=False,
             redirect_stdout=False,
             redirect_stderr=False,
         )
-        self._live.start(refresh=True)
+        live.start(refresh=True)
+        self._live = live
+        self._done.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(live,), name="collector-progress", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, live: Live) -> None:
+        while not self._done.wait(1 / self._refresh):
+            live.refresh()
 
     def stop(self) -> None:
-        """Draw a last frame and stop the refresh thread; safe to call twice."""
+        """Stop the refresh thread, then draw the last frame; safe to call twice."""
+        self._done.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
         live, self._live = self._live, None
         if live is not None:
             live.stop()

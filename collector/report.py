@@ -12,23 +12,22 @@ Definitions (where the export leaves a choice):
 * A failed upgrade is ``outcome: failed``, which includes rollbacks (the cluster did not end on
   the target version).
 * A cluster's current version is the ``to_version`` of its newest successful upgrade (by time;
-  in file order, newest first, when times tie or are missing), else its inventory
-  ``cluster.version``, else ``(unknown)``.
+  an undated one counts as older than any dated one; ties go to the first in the file, which
+  is the newest in API order), else its inventory ``cluster.version``, else ``(unknown)``.
 * Clusters with no records include those whose collection failed (their history is unknown,
   not empty): each row says its ``collection`` state. They also count as having no successful
   upgrade in the window.
 
 Memory is bounded by the fleet's size, not its history: two streaming passes (records, then
-the inventory) keep a few dozen bytes per cluster, and every list a section prints (failed
-upgrades, clusters without success, clusters without records) is spooled to a temporary file
-as it is found, past a few MiB, so a complete list never has to fit in memory. Lists come out
-in file order (clusters as collected, each cluster's records newest first).
+the inventory) keep about 250 bytes per cluster (25 MB for 100,000), and every list a section
+prints (failed upgrades, clusters without success, clusters without records) is spooled to a
+temporary file as it is found, past a few MiB, so a complete list never has to fit in memory.
+Lists come out in file order (clusters as collected, each cluster's records newest first).
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import re
 import tempfile
 from collections import Counter
@@ -37,13 +36,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, Self, TextIO, TypeVar
+from typing import Final, Generic, Literal, Self, TextIO, TypeVar
 
+import msgspec
 import orjson
 
 from collector.compression import Compression, iter_lines, suffix
 from collector.errors import CollectorError, ConfigError
 from collector.normalize import outcome_of, parse_time
+from collector.sinks import STAGING
 
 Format = Literal["table", "json", "csv"]
 FORMATS: Final = ("table", "json", "csv")
@@ -78,8 +79,11 @@ def parse_since(text: str) -> timedelta:
 # -- rows ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class FailedUpgrade:
+# Rows are msgspec structs rather than dataclasses: a spool writes and reads them back by the
+# hundred thousand, and msgspec encodes and decodes them (as JSON arrays) several times faster.
+
+
+class FailedUpgrade(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One failed (or rolled back) upgrade in the window."""
 
     time: str | None
@@ -95,8 +99,7 @@ class FailedUpgrade:
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterRow:
+class ClusterRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """An inventory cluster, as the cluster lists show it."""
 
     account: str | None
@@ -111,14 +114,13 @@ class ClusterRow:
 
 Row = TypeVar("Row", FailedUpgrade, ClusterRow)
 
+_ENCODER: Final = msgspec.json.Encoder()
+
 
 class Spool(Generic[Row]):
-    """An append-only list of rows kept in a temporary file once it outgrows a few MiB.
+    """An append-only list of rows kept in a temporary file once it outgrows a few MiB."""
 
-    Also tracks each column's widest text, so a table can be aligned without a second pass.
-    """
-
-    __slots__ = ("_count", "_file", "_row_type", "widths")
+    __slots__ = ("_count", "_file", "_row_type")
 
     def __init__(self, row_type: type[Row]) -> None:
         self._row_type: type[Row] = row_type
@@ -127,19 +129,13 @@ class Spool(Generic[Row]):
             max_size=_SPOOL_MEMORY, mode="w+b"
         )
         self._count = 0
-        self.widths = [0] * len(row_type.__slots__)
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return tuple(self._row_type.__slots__)
+        return self._row_type.__struct_fields__
 
     def append(self, row: Row) -> None:
-        values = tuple(getattr(row, name) for name in self._row_type.__slots__)
-        widths = self.widths
-        for index, value in enumerate(values):
-            size = len(_cell(value))
-            widths[index] = max(widths[index], size)
-        self._file.write(orjson.dumps(values, option=orjson.OPT_APPEND_NEWLINE))
+        self._file.write(_ENCODER.encode(row) + b"\n")
         self._count += 1
 
     def __len__(self) -> int:
@@ -150,9 +146,9 @@ class Spool(Generic[Row]):
         fh = self._file
         fh.flush()
         fh.seek(0)
-        make = self._row_type
+        decode = msgspec.json.Decoder(self._row_type).decode
         for line in fh:
-            yield make(*orjson.loads(line))
+            yield decode(line)
         fh.seek(0, 2)
 
     def close(self) -> None:
@@ -219,8 +215,8 @@ class _ClusterState:
 
     def __init__(self) -> None:
         self.records = 0
-        #: Time of the newest successful upgrade (-inf when it has none); None: no success.
-        self.success_at: float | None = None
+        #: Time of the newest successful upgrade ("" if it is undated); None: no success yet.
+        self.success_at: str | None = None
         self.version: str | None = None
         self.success_in_window = False
         self.listed = False
@@ -230,6 +226,12 @@ def _find(directory: Path, base: str) -> Path:
     """The one ``base``.jsonl[.gz|.zst] in ``directory``; ConfigError naming what is wrong."""
     candidates = [directory / f"{base}{suffix(kind)}" for kind in Compression]
     found = [path for path in candidates if path.is_file()]
+    if not found and (directory / STAGING).exists():
+        # A run's staging area without published files: still running, or killed.
+        raise ConfigError(
+            f"{directory} holds a run that has not published its files: it is still running,"
+            " or was stopped (finish it with collector run --resume)"
+        )
     if not found:
         raise ConfigError(
             f"{directory} is not a collector export: it has no {base}.jsonl"
@@ -241,8 +243,48 @@ def _find(directory: Path, base: str) -> Path:
     return found[0]
 
 
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Each non-blank line's object; ConfigError naming the file and line of a bad one."""
+class _RecordLine(msgspec.Struct, frozen=True, gc=False):
+    """The fields of a records.jsonl line the report reads; the rest (``raw``...) is skipped
+    by the decoder without being built, which is most of a line's bytes."""
+
+    cluster_id: str | None = None
+    outcome: str | None = None
+    status: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    account: str | None = None
+    region: str | None = None
+    project_id: str | None = None
+    cluster_name: str | None = None
+    item_id: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    failed_reason: str | None = None
+
+
+class _ClusterInfo(msgspec.Struct, frozen=True, gc=False):
+    # The API's object as returned, not normalized: take whatever is there and check it.
+    version: object = None
+
+
+class _InventoryLine(msgspec.Struct, frozen=True, gc=False):
+    """The fields of a clusters.jsonl line the report reads."""
+
+    cluster_id: str | None = None
+    account: str | None = None
+    region: str | None = None
+    project_id: str | None = None
+    cluster_name: str | None = None
+    collection: str | None = None
+    cluster: _ClusterInfo | None = None
+
+
+Line = TypeVar("Line", _RecordLine, _InventoryLine)
+
+
+def _rows(path: Path, line_type: type[Line]) -> Iterator[Line]:
+    """Each non-blank line, decoded; ConfigError naming the file and line of a bad one."""
+    decode = msgspec.json.Decoder(line_type).decode
     lines = iter_lines(path)
     number = 0
     while True:
@@ -253,23 +295,28 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
         if line is None:
             return
         number += 1
-        if line.strip():
-            yield _parse(path, number, line)
+        try:
+            yield decode(line)
+        except msgspec.DecodeError as exc:
+            if line.strip():  # blank lines are skipped, not errors
+                raise ConfigError(f"{path} line {number}: {_why(exc)}") from exc
 
 
-def _parse(path: Path, number: int, line: bytes) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigError(f"{path} line {number}: not JSON ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{path} line {number}: not a JSON object")
-    return obj
+def _why(exc: msgspec.DecodeError) -> str:
+    if isinstance(exc, msgspec.ValidationError):
+        return f"unexpected shape ({exc})"
+    return f"not JSON ({exc})"
 
 
-def _epoch(value: object) -> float | None:
-    moment = parse_time(value)
-    return None if moment is None else moment.timestamp()
+def _moment(value: object) -> str | None:
+    """A record time as ``YYYY-MM-DDTHH:MM:SSZ``, whose text order is time order.
+
+    Exports already hold this form (normalize writes it), so the common case costs a length
+    check instead of a datetime per record; anything else is parsed and re-spelled.
+    """
+    if isinstance(value, str) and len(value) == 20 and value[10] == "T" and value[19] == "Z":
+        return value
+    return _utc(parse_time(value))
 
 
 def _text(value: object) -> str | None:
@@ -311,10 +358,10 @@ def build_report(directory: Path, *, since: timedelta | None, now: datetime) -> 
     window_start = None if since is None else now - since
     builder = _Builder(window_start=window_start)
     try:
-        for row in _rows(records_file):
-            builder.add_record(row)
-        for row in _rows(clusters_file):
-            builder.add_cluster(row)
+        for record in _rows(records_file, _RecordLine):
+            builder.add_record(record)
+        for cluster in _rows(clusters_file, _InventoryLine):
+            builder.add_cluster(cluster)
     except BaseException:
         builder.close()
         raise
@@ -349,7 +396,7 @@ class _Builder:
 
     def __init__(self, *, window_start: datetime | None) -> None:
         self.window_start = window_start
-        self.cutoff = -math.inf if window_start is None else window_start.timestamp()
+        self.cutoff = "" if window_start is None else _utc(window_start) or ""
         self.states: dict[str, _ClusterState] = {}
         # One string object per distinct version, not one per cluster.
         self.interned: dict[str, str] = {}
@@ -374,14 +421,14 @@ class _Builder:
             state = self.states[cluster_id] = _ClusterState()
         return state
 
-    def add_record(self, row: dict[str, Any]) -> None:
+    def add_record(self, row: _RecordLine) -> None:
         self.records += 1
-        state = self._state(str(row.get("cluster_id")))
+        state = self._state(str(row.cluster_id))
         state.records += 1
-        outcome = _text(row.get("outcome")) or outcome_of(row.get("status"))
-        at = _epoch(row.get("start_time"))
+        outcome = row.outcome or outcome_of(row.status)
+        at = _moment(row.start_time)
         if at is None:
-            at = _epoch(row.get("end_time"))
+            at = _moment(row.end_time)
         if at is None:
             self.undated += 1
         in_window = self.window_start is None or (at is not None and at >= self.cutoff)
@@ -389,8 +436,8 @@ class _Builder:
             self.outcomes[outcome] += 1
         if outcome == "success":
             state.success_in_window = state.success_in_window or in_window
-            key = -math.inf if at is None else at
-            to_version = _text(row.get("to_version"))
+            key = "" if at is None else at  # an undated success is older than any dated one
+            to_version = row.to_version
             # Strictly newer only: on a tie the first seen (the newest, in API order) wins.
             newer = state.success_at is None or key > state.success_at
             if newer and to_version is not None:
@@ -399,41 +446,41 @@ class _Builder:
         elif outcome == "failed" and in_window:
             self.failed.append(
                 FailedUpgrade(
-                    time=_text(row.get("start_time")) or _text(row.get("end_time")),
-                    account=_text(row.get("account")),
-                    region=_text(row.get("region")),
-                    project_id=_text(row.get("project_id")),
-                    cluster_id=_text(row.get("cluster_id")),
-                    cluster_name=_text(row.get("cluster_name")),
-                    item_id=_text(row.get("item_id")),
-                    status=_text(row.get("status")),
-                    from_version=_text(row.get("from_version")),
-                    to_version=_text(row.get("to_version")),
-                    reason=_text(row.get("failed_reason")),
+                    time=row.start_time or row.end_time,
+                    account=row.account,
+                    region=row.region,
+                    project_id=row.project_id,
+                    cluster_id=row.cluster_id,
+                    cluster_name=row.cluster_name,
+                    item_id=row.item_id,
+                    status=row.status,
+                    from_version=row.from_version,
+                    to_version=row.to_version,
+                    reason=row.failed_reason,
                 )
             )
 
-    def add_cluster(self, row: dict[str, Any]) -> None:
-        state = self._state(str(row.get("cluster_id")))
+    def add_cluster(self, row: _InventoryLine) -> None:
+        state = self._state(str(row.cluster_id))
         if state.listed:
             self.duplicates += 1
             return
         state.listed = True
         self.inventory += 1
-        info = row.get("cluster")
-        listed_version = _text(info.get("version")) if isinstance(info, dict) else None
+        listed = row.cluster.version if row.cluster is not None else None
+        listed_version = listed if isinstance(listed, str) and listed else None
         current = state.version or listed_version or UNKNOWN_VERSION
         self.versions[current] += 1
         if state.success_in_window and state.records:
             return
         line = ClusterRow(
-            account=_text(row.get("account")),
-            region=_text(row.get("region")),
-            project_id=_text(row.get("project_id")),
-            cluster_id=_text(row.get("cluster_id")),
-            cluster_name=_text(row.get("cluster_name")),
+            account=row.account,
+            region=row.region,
+            project_id=row.project_id,
+            cluster_id=row.cluster_id,
+            cluster_name=row.cluster_name,
             version=current,
-            collection=_text(row.get("collection")),
+            collection=row.collection,
             records=state.records,
         )
         if not state.success_in_window:
@@ -502,6 +549,15 @@ def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def _widths(rows: Iterable[FailedUpgrade | ClusterRow], columns: Sequence[str]) -> list[int]:
+    """Each column's widest cell: a first pass over a spool, so tables align in any size."""
+    widths = [0] * len(columns)
+    for row in rows:
+        for index, name in enumerate(columns):
+            widths[index] = max(widths[index], len(_cell(getattr(row, name))))
+    return widths
+
+
 def _write_table(
     out: TextIO,
     headers: Sequence[str],
@@ -564,12 +620,11 @@ def _render_table(report: Report, out: TextIO) -> None:
     if len(failed):
         columns: tuple[str, ...] = ("time", "account", "region", "cluster_name", "cluster_id")
         columns += ("item_id", "status", "to_version", "reason")
-        index = {name: i for i, name in enumerate(failed.fields)}
         _write_table(
             out,
             [name.upper() for name in columns],
             ([getattr(row, name) for name in columns] for row in failed),
-            [failed.widths[index[name]] for name in columns],
+            _widths(failed, columns),
         )
 
     for title, spool in (
@@ -581,12 +636,11 @@ def _render_table(report: Report, out: TextIO) -> None:
             continue
         columns = ("account", "region", "cluster_name", "cluster_id", "version", "records")
         columns += ("collection",)
-        index = {name: i for i, name in enumerate(spool.fields)}
         _write_table(
             out,
             [name.upper() for name in columns],
             ([getattr(row, name) for name in columns] for row in spool),
-            [spool.widths[index[name]] for name in columns],
+            _widths(spool, columns),
             right=frozenset({5}),
         )
     if report.uncollected_clusters:

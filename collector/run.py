@@ -135,6 +135,7 @@ async def collect(
     break_lock: bool = False,
     shard: Shard | None = None,
     since_run: Path | None = None,
+    stats: RunStats | None = None,
 ) -> RunResult:
     """Run a whole collection and publish its files.
 
@@ -160,6 +161,7 @@ async def collect(
     try:
         return await _collect(
             config,
+            stats=stats if stats is not None else RunStats(),
             claimed=claimed,
             transport=transport,
             deadline=deadline,
@@ -176,6 +178,7 @@ async def collect(
 async def _collect(
     config: Config,
     *,
+    stats: RunStats,
     claimed: Claimed,
     transport: Transport | None,
     deadline: float | None,
@@ -192,7 +195,6 @@ async def _collect(
         backoff_cap=retry.backoff_cap,
         retry_after_max=retry.retry_after_max,
     )
-    stats = RunStats()
     governor = Governor(governor_settings(config))
     sink = ExportSink(
         directory,
