@@ -111,10 +111,22 @@ def _project_from_iam(
     return Project(account=account.name, id=project_id, name=name, region=region, endpoint=endpoint)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listing:
+    """A project's clusters, and the entries refused because their id is not a UUID."""
+
+    clusters: list[dict[str, Any]]
+    rejected: list[str]
+
+
 async def list_clusters(
     client: ApiClient, project: Project, signer: Signer, *, route: Route
-) -> list[dict[str, Any]]:
-    """Every cluster of a project (the API does not page this list)."""
+) -> Listing:
+    """Every cluster of a project (the API does not page this list).
+
+    An entry whose id is not a UUID is never requested nor written anywhere as a path: it is
+    refused (and reported by the caller), and the project's other clusters go on.
+    """
     body = await client.get_json(
         signer=signer,
         route=route,
@@ -125,13 +137,17 @@ async def list_clusters(
     )
     clusters = body.get("clusters")
     if clusters is None:
-        return []
+        return Listing(clusters=[], rejected=[])
     if not isinstance(clusters, list):
         raise BadResponseError("cluster list 'clusters' is not an array", transient=False)
+    good: list[dict[str, Any]] = []
+    rejected: list[str] = []
     for cluster in clusters:
-        if not isinstance(cluster, dict):
-            raise BadResponseError("a listed cluster is not an object", transient=False)
-        cluster_id = cluster.get("id")
-        if not isinstance(cluster_id, str) or not CLUSTER_ID.fullmatch(cluster_id):
-            raise BadResponseError(f"malformed cluster id {cluster_id!r}", transient=False)
-    return clusters
+        cluster_id = cluster.get("id") if isinstance(cluster, dict) else None
+        if isinstance(cluster_id, str) and CLUSTER_ID.fullmatch(cluster_id):
+            good.append(cluster)
+        else:
+            # repr() keeps control characters visible and the message on one line.
+            shown = repr(cluster_id)[:80] if isinstance(cluster, dict) else "a non-object entry"
+            rejected.append(shown)
+    return Listing(clusters=good, rejected=rejected)

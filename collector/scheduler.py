@@ -35,7 +35,7 @@ from collector.auth import Signer
 from collector.client import ApiClient
 from collector.config import AccountConfig, Config
 from collector.discovery import Project, discover_projects, list_clusters
-from collector.errors import CollectorError, HttpStatusError, NotCollected
+from collector.errors import BadResponseError, CollectorError, HttpStatusError, NotCollected
 from collector.limits import CURRENT_SLOT, PassBarrier, Route, Slot
 from collector.normalize import RecordContext, format_time, normalize
 from collector.pagination import ServerProfile, read_history
@@ -200,7 +200,7 @@ class Collection:
 
     async def _discover_project_now(self, project: Project, signer: Signer) -> None:
         try:
-            clusters = await list_clusters(
+            listing = await list_clusters(
                 self.client, project, signer, route=Route(project.account, project.region)
             )
         except CollectorError as err:
@@ -214,6 +214,20 @@ class Collection:
             return
         del self.pending_projects[project.id]
         self.listed_projects.add(project.id)
+        clusters = listing.clusters
+        for shown in listing.rejected:
+            bad = BadResponseError(
+                f"cluster list of project {project.id} has an entry whose id {shown} is not a"
+                " UUID: not requested",
+                transient=False,
+            )
+            self._unit_failed(
+                bad,
+                unit="listing",
+                account=project.account,
+                region=project.region,
+                project_id=project.id,
+            )
         log.info(
             "project.discovered",
             account=project.account,
@@ -384,8 +398,13 @@ class Collection:
         elif unit == "project":
             self.stats.projects_failed += 1
             self.pending_projects.pop(str(where.get("project_id")), None)
+        elif unit == "listing":
+            self.stats.clusters_failed += 1  # a cluster we could not even name
         self.stats.failed_by_endpoint[where.get("region") or IAM] += 1
-        line = error_line(err, unit=unit, account=account, **where)
+        # A listing entry we refused is a cluster we could not even name: cluster_id stays null.
+        line = error_line(
+            err, unit="cluster" if unit == "listing" else unit, account=account, **where
+        )
         if unit == "cluster":
             assert retry is not None
             self.stats.clusters_failed += 1
