@@ -24,42 +24,41 @@ _DOMAIN_EXCEPTIONS: Final[Mapping[str, str]] = MappingProxyType(
 )
 _DEFAULT_DOMAIN: Final = "myhuaweicloud.com"
 
-#: Every region the SDK knows, in the SDK's order.
-KNOWN_REGIONS: Final[frozenset[str]] = frozenset(
-    (
-        "eu-west-101",
-        "cn-north-9",
-        "cn-east-3",
-        "cn-east-2",
-        "cn-north-1",
-        "cn-north-4",
-        "cn-southwest-2",
-        "cn-north-2",
-        "cn-south-1",
-        "cn-south-4",
-        "cn-north-12",
-        "cn-east-4",
-        "ap-southeast-1",
-        "ap-southeast-2",
-        "ap-southeast-3",
-        "af-south-1",
-        "la-south-2",
-        "sa-brazil-1",
-        "na-mexico-1",
-        "la-north-2",
-        "tr-west-1",
-        "ap-southeast-4",
-        "cn-east-5",
-        "af-north-1",
-        "ru-moscow-1",
-        "ae-ad-1",
-        "my-kualalumpur-1",
-        "cn-north-11",
-        "cn-southwest-3",
-        "ap-southeast-5",
-        "me-east-1",
-    )
+#: Every region the SDK knows, in the SDK's order (an order the simulator's fleets rely on).
+SDK_REGIONS: Final[tuple[str, ...]] = (
+    "eu-west-101",
+    "cn-north-9",
+    "cn-east-3",
+    "cn-east-2",
+    "cn-north-1",
+    "cn-north-4",
+    "cn-southwest-2",
+    "cn-north-2",
+    "cn-south-1",
+    "cn-south-4",
+    "cn-north-12",
+    "cn-east-4",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "af-south-1",
+    "la-south-2",
+    "sa-brazil-1",
+    "na-mexico-1",
+    "la-north-2",
+    "tr-west-1",
+    "ap-southeast-4",
+    "cn-east-5",
+    "af-north-1",
+    "ru-moscow-1",
+    "ae-ad-1",
+    "my-kualalumpur-1",
+    "cn-north-11",
+    "cn-southwest-3",
+    "ap-southeast-5",
+    "me-east-1",
 )
+KNOWN_REGIONS: Final[frozenset[str]] = frozenset(SDK_REGIONS)
 
 _NO_OVERRIDES: Final[Mapping[str, str]] = MappingProxyType({})
 

@@ -137,7 +137,8 @@ def _describe(exc: OSError, path: Path) -> str:
     return f"{exc.strerror or type(exc).__name__}: {path}"
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -163,7 +164,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(temp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink()
@@ -342,7 +343,7 @@ class RunLock:
                 # find it gone; skip it if a forced takeover has replaced our file.
                 if _is_current(fd, self.path):
                     self.path.unlink()
-                    _fsync_dir(self.path.parent)
+                    fsync_dir(self.path.parent)
         finally:
             os.close(fd)
 
@@ -369,7 +370,7 @@ def _create(path: Path, me: LockHolder) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, me.to_json())
         os.fsync(fd)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -462,7 +463,7 @@ def _replace(path: Path, me: LockHolder) -> int:
         os.write(fd, me.to_json())
         os.fsync(fd)
         os.replace(temp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):

@@ -26,6 +26,7 @@ import orjson
 
 from collector.compression import CompressedWriter, Compression, open_writer, suffix
 from collector.errors import SinkError
+from collector.outdir import fsync_dir
 
 _BUFFER = 1024 * 1024
 _COPY_CHUNK = 1024 * 1024
@@ -36,14 +37,6 @@ KINDS = ("records", "clusters", "errors")
 
 def _describe(exc: OSError, path: Path) -> str:
     return f"{exc.strerror or type(exc).__name__}: {path}"
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def output_name(kind: str, compression: Compression) -> str:

@@ -20,41 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from collector.auth import Credentials, Secret
+from collector.endpoints import SDK_REGIONS
 
-#: Regions the official SDK (3.1.219) knows, in the SDK's order (NOTES §4).
-REGIONS: Final = (
-    "eu-west-101",
-    "cn-north-9",
-    "cn-east-3",
-    "cn-east-2",
-    "cn-north-1",
-    "cn-north-4",
-    "cn-southwest-2",
-    "cn-north-2",
-    "cn-south-1",
-    "cn-south-4",
-    "cn-north-12",
-    "cn-east-4",
-    "ap-southeast-1",
-    "ap-southeast-2",
-    "ap-southeast-3",
-    "af-south-1",
-    "la-south-2",
-    "sa-brazil-1",
-    "na-mexico-1",
-    "la-north-2",
-    "tr-west-1",
-    "ap-southeast-4",
-    "cn-east-5",
-    "af-north-1",
-    "ru-moscow-1",
-    "ae-ad-1",
-    "my-kualalumpur-1",
-    "cn-north-11",
-    "cn-southwest-3",
-    "ap-southeast-5",
-    "me-east-1",
-)
+#: Regions the official SDK (3.1.219) knows, in the SDK's order (NOTES §4): the same table
+#: the collector resolves endpoints from, so the fake fleet lives where the real one can.
+REGIONS: Final = SDK_REGIONS
 
 _REGION_SET: Final = frozenset(REGIONS)
 
