@@ -222,7 +222,7 @@ class ApiClient:
         except orjson.JSONDecodeError as exc:
             # An HTML page from a proxy or a cut-off body: the next attempt may well be fine.
             raise BadResponseError(
-                f"response from {path} is not JSON ({len(body)} bytes)",
+                f"response from {path} is not JSON ({len(body)} bytes: {exc})",
                 transient=True,
                 request_id=request_id,
             ) from exc

@@ -7,7 +7,7 @@ anywhere: a project id is 32 hex characters and a cluster id a UUID, nothing els
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from collector.auth import Signer
@@ -44,6 +44,9 @@ class SkippedProject:
 class Discovered:
     projects: list[Project]
     skipped: list[SkippedProject]
+    #: IAM entries refused because they are not a project object with a 32-hex id (shown
+    #: escaped); never requested, and the account's other projects go on.
+    rejected: list[str] = field(default_factory=list)
 
 
 async def discover_projects(
@@ -73,21 +76,26 @@ async def discover_projects(
     if not isinstance(listed, list):
         raise BadResponseError("IAM project list has no 'projects' array", transient=False)
     wanted = set(account.regions)
+    rejected: list[str] = []
     for item in listed:
-        project = _project_from_iam(item, account, skipped, wanted)
+        project_id = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(project_id, str) or not PROJECT_ID.fullmatch(project_id):
+            rejected.append(repr(project_id)[:80] if isinstance(item, dict) else "a non-object")
+            continue
+        project = _project_from_iam(item, project_id, account, skipped, wanted)
         if project is not None and project.id not in projects:
             projects[project.id] = project
-    return Discovered(projects=list(projects.values()), skipped=skipped)
+    return Discovered(projects=list(projects.values()), skipped=skipped, rejected=rejected)
 
 
 def _project_from_iam(
-    item: object, account: AccountConfig, skipped: list[SkippedProject], wanted: set[str]
+    item: dict[str, Any],
+    project_id: str,
+    account: AccountConfig,
+    skipped: list[SkippedProject],
+    wanted: set[str],
 ) -> Project | None:
-    if not isinstance(item, dict):
-        raise BadResponseError("IAM listed a project that is not an object", transient=False)
-    project_id, name = item.get("id"), item.get("name")
-    if not isinstance(project_id, str) or not PROJECT_ID.fullmatch(project_id):
-        raise BadResponseError(f"IAM listed a malformed project id {project_id!r}", transient=False)
+    name = item.get("name")
     name = name if isinstance(name, str) else ""
 
     def skip(reason: str) -> None:

@@ -174,6 +174,13 @@ class Collection:
             self._unit_failed(err, unit="account", account=account.name)
             return
         del self.pending_accounts[account.name]
+        for shown in found.rejected:
+            bad = BadResponseError(
+                f"IAM project list of account {account.name} has an entry whose id {shown} is"
+                " not 32 hex characters: not requested",
+                transient=False,
+            )
+            self._unit_failed(bad, unit="project", account=account.name)
         for skipped in found.skipped:
             self.stats.projects_skipped += 1
             log.info(

@@ -14,7 +14,10 @@ Each request goes through the same steps, gateway first, service last:
 6. the API itself, answered from the :class:`~collector.simulator.fleet.Fleet` ground truth:
    a DWS project must be a region project of the signing account (else 404 / 403), and a signed
    ``X-Project-Id``, when sent, must name the project in the path (else 403);
-7. after a records response is built, any :class:`~collector.simulator.faults.Mutation` due.
+7. after a records response is built, any :class:`~collector.simulator.faults.Mutation` due;
+8. the hostile behaviours: a records, cluster list or IAM project list body rewritten to lie
+   (wrong shapes, bad identifiers, endless pages), or a records answer delivered so as to hurt
+   (a huge chunked body, no answer at all, a trickle).
 
 The error codes the documentation names (``APIG.0301``, ``APIG.0308``) are the real ones; the
 ``DWS.xxxx`` codes are plausible stand-ins, since clients must key on the HTTP status.
@@ -45,7 +48,13 @@ from collector.auth import (
     signature,
     string_to_sign,
 )
-from collector.simulator.faults import NO_RESPONSE, Faults
+from collector.simulator.faults import (
+    NO_RESPONSE,
+    Faults,
+    HostileIam,
+    HostileListing,
+    HostileRecords,
+)
 from collector.simulator.fleet import Fleet, SimAccount, SimProject
 
 RouteKind = Literal["iam", "clusters", "records", "other"]
@@ -65,6 +74,20 @@ _IAM_MAX_PER_PAGE: Final = 5000
 _INTEGER: Final = re.compile(r"-?[0-9]+")
 _NO_SUCH_API: Final = "The API does not exist or has not been published in the environment"
 _DELIVERIES: Final[dict[str, Delivery]] = {"ok": "normal", "truncate": "truncate", "stall": "stall"}
+#: Hostile records behaviours that hurt through the delivery, not the body.
+_HOSTILE_DELIVERIES: Final = frozenset({"huge_body", "never_answer", "trickle"})
+#: The "deep_nesting" depth: far beyond any JSON parser's recursion limit.
+_HOSTILE_DEPTH: Final = 100_000
+#: The extra cluster ids of the hostile cluster lists ("newline" and "not_uuid" are built).
+_BAD_CLUSTER_IDS: Final[dict[str, object]] = {
+    "traversal": "../../etc/passwd",
+    "slash": "a/b",
+    "query": "x?y",
+    "fragment": "x#y",
+    "percent": "%2e%2e",
+    "control": "ab\x00cd\x07",
+    "id_not_string": 12345,
+}
 #: Error code suffix and message for statuses a fault makes the service itself answer.
 _SERVICE_ERRORS: Final = {
     400: ("0001", "Invalid request parameter."),
@@ -155,6 +178,9 @@ class _Simulator:
         response.headers["X-Request-Id"] = request_id
         if kind == "iam":
             response.headers["X-IAM-Trace-Id"] = request_id
+        hostile = None if cluster_id is None else faults.hostile.get(cluster_id)
+        if hostile in _HOSTILE_DELIVERIES and reply.delivery == "normal" and response.status == 200:
+            return await _send_hostile(request, response, hostile, faults)
         faults.count_status(response.status)
         if reply.delivery == "truncate":
             return await _send_truncated(request, response)
@@ -273,12 +299,15 @@ class _Simulator:
 
     async def auth_projects(self, request: web.Request, account: SimAccount) -> web.Response:
         base = _base_url(request)
-        return _json(
-            {
-                "projects": [_iam_project(project, base) for project in account.iam_projects],
-                "links": {"self": f"{base}/v3/auth/projects"},
-            }
-        )
+        projects: list[object] = [_iam_project(project, base) for project in account.iam_projects]
+        body: dict[str, object] = {
+            "projects": projects,
+            "links": {"self": f"{base}/v3/auth/projects"},
+        }
+        hostile = self.faults.hostile_iam.get(account.name)
+        if hostile is not None:
+            _hostile_iam(hostile, body, account, base)
+        return _json(body)
 
     async def projects(self, request: web.Request, account: SimAccount) -> web.Response:
         query = request.query
@@ -334,6 +363,9 @@ class _Simulator:
             clusters = [cluster.info for cluster in project.clusters]
         else:
             clusters = []
+        hostile = self.faults.hostile_projects.get(project.id)
+        if hostile is not None:
+            return _json(_hostile_listing(hostile, project.id, clusters))
         return _json({"clusters": clusters, "count": len(clusters)})
 
     async def records(self, request: web.Request, account: SimAccount) -> web.Response:
@@ -352,6 +384,9 @@ class _Simulator:
         start = offset * size if self.faults.offset_mode == "page" else offset
         history = self.fleet.history(project.id, cluster_id)
         page = history[start : start + size]
+        hostile = self.faults.hostile.get(cluster_id)
+        if hostile is not None and hostile not in _HOSTILE_DELIVERIES:
+            return _hostile_records(hostile, cluster_id, history, start=start, size=size)
         if self.faults.include_count:
             return _json({"count": len(history), "records": page})
         return _json({"records": page})
@@ -518,6 +553,140 @@ async def _send_stalled(
     # The client may have given up waiting, which is the point of a stall.
     with contextlib.suppress(ConnectionError):
         await stream.write(body)
+    return stream
+
+
+def _hostile_records(
+    behaviour: HostileRecords,
+    cluster_id: str,
+    history: list[dict[str, Any]],
+    *,
+    start: int,
+    size: int,
+) -> web.Response:
+    """A records page rewritten to lie in the way ``behaviour`` names."""
+    page = history[start : start + size]
+    count: object = len(history)
+    records: object = page
+    extra: dict[str, object] = {}
+    if behaviour == "records_not_list":
+        records = {"item_id": "not-a-list"}
+    elif behaviour == "record_not_object":
+        records = [*page[:-1], "not an object"] if page else ["not an object"]
+    elif behaviour == "count_string":
+        count = str(len(history))
+    elif behaviour == "missing_fields":
+        records = [{"item_id": record["item_id"]} for record in page]
+    elif behaviour == "unknown_fields":
+        records = [{**record, "x_hostile": {"nested": [1, 2]}} for record in page]
+        extra = {"x_unknown_top_level": True}
+    elif behaviour == "oversized_page":
+        wanted = size + 5
+        records = history[start : start + wanted]
+        records += _filler(cluster_id, start + len(records), wanted - len(records))
+    elif behaviour == "endless":
+        # Always one page more than served so far, and never the same record twice.
+        records, count = _filler(cluster_id, start, size), start + 2 * size
+    elif behaviour == "non_utf8":
+        body = b'{"count": 1, "records": [{"item_id": "\xff\xfe\xc3\x28"}]}'
+        return web.Response(body=body, content_type="application/json")
+    elif behaviour == "deep_nesting":
+        nested = b"[" * _HOSTILE_DEPTH + b"]" * _HOSTILE_DEPTH
+        return web.Response(
+            body=b'{"count": 1, "records": ' + nested + b"}", content_type="application/json"
+        )
+    return _json({"count": count, "records": records, **extra})
+
+
+def _filler(cluster_id: str, start: int, count: int) -> list[dict[str, Any]]:
+    """``count`` made-up records from index ``start``: the same index, the same record."""
+    return [
+        {
+            "item_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"hostile/{cluster_id}/{index}")),
+            "status": "UPGRADE_SUCCESS",
+            "record_type": "upgrade",
+        }
+        for index in range(start, start + max(count, 0))
+    ]
+
+
+def _hostile_listing(
+    behaviour: HostileListing, project_id: str, clusters: list[dict[str, Any]]
+) -> dict[str, object]:
+    """A cluster list body rewritten to carry the bad entries ``behaviour`` names."""
+    if behaviour == "clusters_not_list":
+        return {"clusters": {"id": "not-a-list"}, "count": len(clusters)}
+    almost = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hostile/{project_id}"))
+    bad_ids: dict[str, object] = {
+        **_BAD_CLUSTER_IDS,
+        "newline": almost + "\n",
+        "not_uuid": almost.replace("-", ""),
+    }
+    names = list(bad_ids) if behaviour == "bad_ids" else [behaviour]
+    extra: list[object] = [
+        {"id": bad_ids[name], "name": f"hostile-{name}", "status": "AVAILABLE"}
+        for name in names
+        if name in bad_ids
+    ]
+    if behaviour in ("entry_not_object", "bad_ids"):
+        extra.append("not an object")
+    entries: list[object] = [*clusters, *extra]
+    return {"clusters": entries, "count": len(entries)}
+
+
+def _hostile_iam(
+    behaviour: HostileIam, body: dict[str, object], account: SimAccount, base: str
+) -> None:
+    """Rewrite an IAM project list body in place to lie in the way ``behaviour`` names."""
+    if behaviour == "projects_not_list":
+        body["projects"] = {"id": "not-a-list"}
+        return
+    projects = body["projects"]
+    assert isinstance(projects, list)
+    if behaviour == "project_not_object":
+        projects.append("not an object")
+        return
+    # Named like a real region project, so only the id itself can give it away.
+    region = next(project for project in account.iam_projects if project.is_region)
+    bad = _iam_project(region, base)
+    bad["id"] = "../x"
+    bad["links"] = {"self": f"{base}/v3/projects/../x"}
+    projects.append(bad)
+
+
+async def _send_hostile(
+    request: web.Request, response: web.Response, behaviour: str | None, faults: Faults
+) -> web.StreamResponse:
+    """Deliver a records answer so as to hurt: huge and chunked, never, or a byte at a time."""
+    if behaviour == "never_answer":
+        # The request was read in full; the connection stays open and silent.
+        await asyncio.sleep(faults.hostile_seconds)
+        faults.count_status(response.status)
+        return response
+    faults.count_status(response.status)
+    body = bytes(response.body) if isinstance(response.body, bytes | bytearray) else b""
+    if behaviour == "huge_body":
+        stream = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        chunk = b" " * (64 * 1024)
+        with contextlib.suppress(ConnectionError):
+            await stream.write(b'{"count": 0, "records": [')
+            for _ in range(faults.hostile_body_bytes // len(chunk)):
+                await stream.write(chunk)
+            await stream.write(b"]}")
+        return stream
+    stream = _stream_like(response, len(body))
+    await stream.prepare(request)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + faults.hostile_seconds
+    with contextlib.suppress(ConnectionError):
+        sent = 0
+        while sent < len(body) and loop.time() < until:
+            await stream.write(body[sent : sent + 1])
+            sent += 1
+            await asyncio.sleep(faults.trickle_interval)
+        await stream.write(body[sent:])
     return stream
 
 

@@ -8,6 +8,11 @@ test thread both touch them.
 Count-based faults consume themselves, so a test can watch them run out: a
 :class:`ClusterFailure` with ``times`` is replaced by one with ``times - 1`` after each use and
 dropped at zero, and a :class:`Mutation` is removed from :attr:`Faults.mutations` once applied.
+
+Hostile behaviours (:attr:`Faults.hostile`, :attr:`Faults.hostile_projects`,
+:attr:`Faults.hostile_iam`) model a server that lies or breaks rather than one that fails: bodies
+of the wrong shape, identifiers built to escape a URL or a path, pages that never end, bodies too
+large, answers that never come. They are deterministic and never consume themselves.
 """
 
 from __future__ import annotations
@@ -17,12 +22,49 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 OffsetMode = Literal["page", "record"]
 MutationAction = Literal["insert", "remove"]
 #: What one request draws from the random faults; "ok" means none fired.
 Outcome = Literal["ok", "error", "reset", "truncate", "html", "stall"]
+
+#: What a hostile server does to one cluster's records responses (see :attr:`Faults.hostile`).
+HostileRecords = Literal[
+    "records_not_list",
+    "record_not_object",
+    "count_string",
+    "missing_fields",
+    "unknown_fields",
+    "non_utf8",
+    "deep_nesting",
+    "oversized_page",
+    "endless",
+    "huge_body",
+    "never_answer",
+    "trickle",
+]
+#: What a hostile server does to one project's cluster list (see :attr:`Faults.hostile_projects`).
+HostileListing = Literal[
+    "traversal",
+    "slash",
+    "query",
+    "fragment",
+    "percent",
+    "control",
+    "newline",
+    "not_uuid",
+    "id_not_string",
+    "entry_not_object",
+    "bad_ids",
+    "clusters_not_list",
+]
+#: What a hostile IAM does to one account's project list (see :attr:`Faults.hostile_iam`).
+HostileIam = Literal["bad_project_id", "project_not_object", "projects_not_list"]
+
+HOSTILE_RECORDS: Final[frozenset[str]] = frozenset(get_args(HostileRecords))
+HOSTILE_LISTINGS: Final[frozenset[str]] = frozenset(get_args(HostileListing))
+HOSTILE_IAM: Final[frozenset[str]] = frozenset(get_args(HostileIam))
 
 #: Stats key for requests that got no HTTP response at all (connection reset).
 NO_RESPONSE: Final = 0
@@ -89,6 +131,11 @@ class Faults:
         "down_regions",
         "error_rates",
         "forbidden_projects",
+        "hostile",
+        "hostile_body_bytes",
+        "hostile_iam",
+        "hostile_projects",
+        "hostile_seconds",
         "html_rate",
         "include_count",
         "latency",
@@ -103,6 +150,7 @@ class Faults:
         "retry_after",
         "stall_rate",
         "stall_seconds",
+        "trickle_interval",
         "truncate_rate",
     )
 
@@ -130,6 +178,12 @@ class Faults:
         down_regions: set[str] | None = None,
         region_status: dict[str, int] | None = None,
         down_periods: dict[str, tuple[float, float]] | None = None,
+        hostile: dict[str, HostileRecords] | None = None,
+        hostile_projects: dict[str, HostileListing] | None = None,
+        hostile_iam: dict[str, HostileIam] | None = None,
+        hostile_seconds: float = 30.0,
+        hostile_body_bytes: int = 20 * 1024 * 1024,
+        trickle_interval: float = 1.0,
     ) -> None:
         #: "page": offset is a page index, start = offset * limit, as documented;
         #: "record": offset is a record index, start = offset.
@@ -172,6 +226,31 @@ class Faults:
         self.region_status: dict[str, int] = dict(region_status or {})
         #: Region -> (start, end) seconds after the Faults were made: down (reset) in between.
         self._down_periods: dict[str, tuple[float, float]] = dict(down_periods or {})
+        #: Cluster id -> how its records responses lie or break, on every request:
+        #: "records_not_list" ('records' is an object), "record_not_object" (one record is a
+        #: string), "count_string" ('count' is a numeric string), "missing_fields" (records keep
+        #: only item_id), "unknown_fields" (records carry extra fields), "non_utf8" (invalid
+        #: UTF-8 inside a string), "deep_nesting" (100,000 nested arrays), "oversized_page"
+        #: (more records than limit), "endless" (full pages of fresh records forever, count
+        #: always a page ahead), "huge_body" (a chunked body of ``hostile_body_bytes``, no
+        #: Content-Length), "never_answer" (read the request, stay silent ``hostile_seconds``),
+        #: "trickle" (headers, then one byte per ``trickle_interval`` for ``hostile_seconds``).
+        self.hostile: dict[str, HostileRecords] = dict(hostile or {})
+        #: Project id -> how its cluster list lies: one extra entry whose id is "traversal"
+        #: ("../../etc/passwd"), "slash" ("a/b"), "query" ("x?y"), "fragment" ("x#y"), "percent"
+        #: ("%2e%2e"), "control" (a NUL and a BEL), "newline" (a real UUID plus "\n"),
+        #: "not_uuid", "id_not_string" (a number), "entry_not_object" (a string); "bad_ids"
+        #: (every bad id above at once); or "clusters_not_list" ('clusters' is an object).
+        self.hostile_projects: dict[str, HostileListing] = dict(hostile_projects or {})
+        #: Account name -> how IAM's project list lies: "bad_project_id" (an extra project "../x"
+        #: named like one of the account's regions), "project_not_object", "projects_not_list".
+        self.hostile_iam: dict[str, HostileIam] = dict(hostile_iam or {})
+        #: How long "never_answer" stays silent and "trickle" keeps trickling.
+        self.hostile_seconds = hostile_seconds
+        #: Size of the "huge_body" body.
+        self.hostile_body_bytes = hostile_body_bytes
+        #: Seconds between the bytes of a "trickle" body.
+        self.trickle_interval = trickle_interval
         self._started = time.monotonic()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
