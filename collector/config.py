@@ -14,6 +14,7 @@ the key path (``accounts[0].sk``) or the variable; no message ever contains a se
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import difflib
 import ipaddress
@@ -181,6 +182,7 @@ def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Confi
         refs=expander.refs,
         secrets=_secret_values(expanded),
         allow_http=bool(schema.allow_insecure_http),
+        environ=environ,
     )
     return builder.config(schema)
 
@@ -215,9 +217,13 @@ class _ProjectSchema(_Strict):
 
 class _AccountSchema(_Strict):
     name: str
-    ak: str
-    sk: str
+    # Required unless `profile` names a section of a credentials file. UNSET (absent) is told
+    # apart from null, which stays a type error like everywhere else.
+    ak: str | msgspec.UnsetType = msgspec.UNSET
+    sk: str | msgspec.UnsetType = msgspec.UNSET
     security_token: str | None = None
+    profile: str | None = None
+    credentials_file: str | None = None
     regions: list[str] | None = None
     projects: list[_ProjectSchema] | None = None
     iam_endpoint: str | None = None
@@ -571,11 +577,13 @@ class _Builder:
         refs: Mapping[_Path, tuple[str, ...]],
         secrets: frozenset[str],
         allow_http: bool,
+        environ: Mapping[str, str],
     ) -> None:
         self.source = source
         self.refs = refs
         self.secrets = secrets
         self.allow_http = allow_http
+        self.environ = environ
         self.warnings: list[str] = []
 
     def fail(self, path: _Path, problem: str) -> ConfigError:
@@ -659,12 +667,21 @@ class _Builder:
         path: _Path = ("accounts", index)
         if not raw.name.strip():
             raise self.fail((*path, "name"), "must not be empty")
-        ak = self.token(raw.ak, (*path, "ak"))
-        sk = Secret(self.token(raw.sk, (*path, "sk")))
-        token = None
-        if raw.security_token:  # empty (say ${HUAWEICLOUD_SDK_SECURITY_TOKEN:-}) means none
-            token = Secret(self.token(raw.security_token, (*path, "security_token")))
-        credentials = Credentials(ak=ak, sk=sk, security_token=token)
+        if raw.profile is not None or raw.credentials_file is not None:
+            if raw.ak is not msgspec.UNSET or raw.sk is not msgspec.UNSET:
+                raise self.fail(path, "give either ak/sk or profile/credentials_file, not both")
+            credentials = self.profile_credentials(raw, path)
+        else:
+            if isinstance(raw.ak, msgspec.UnsetType):
+                raise self.fail((*path, "ak"), "required key is missing")
+            if isinstance(raw.sk, msgspec.UnsetType):
+                raise self.fail((*path, "sk"), "required key is missing")
+            ak = self.token(raw.ak, (*path, "ak"))
+            sk = Secret(self.token(raw.sk, (*path, "sk")))
+            token = None
+            if raw.security_token:  # empty (${HUAWEICLOUD_SDK_SECURITY_TOKEN:-}) means none
+                token = Secret(self.token(raw.security_token, (*path, "security_token")))
+            credentials = Credentials(ak=ak, sk=sk, security_token=token)
         endpoints = top_endpoints | self.endpoints(raw.endpoints, (*path, "endpoints"))
         iam = top_iam
         if raw.iam_endpoint is not None:
@@ -677,6 +694,37 @@ class _Builder:
             iam_endpoint=iam,
             endpoints=MappingProxyType(endpoints),
         )
+
+    def profile_credentials(self, raw: _AccountSchema, path: _Path) -> Credentials:
+        """AK/SK from the SDK's credentials file (INI; a section per profile, default basic)."""
+        where = raw.credentials_file or self.environ.get("HUAWEICLOUD_SDK_CREDENTIALS_FILE")
+        file = Path(where) if where else Path.home() / ".huaweicloud" / "credentials"
+        section = raw.profile or "basic"
+        try:
+            mode = file.stat().st_mode
+        except OSError as exc:
+            raise self.fail(path, f"credentials file {file}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise self.fail(
+                path,
+                f"credentials file {file} is readable by others (mode {mode & 0o777:o});"
+                f" run: chmod 600 {file}",
+            )
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(file, encoding="utf-8")
+        except (OSError, configparser.Error, UnicodeDecodeError) as exc:
+            raise self.fail(
+                path, f"credentials file {file} cannot be read: {type(exc).__name__}"
+            ) from None
+        if not parser.has_section(section):
+            raise self.fail(path, f"credentials file {file} has no [{section}] section")
+        values = parser[section]
+        ak, sk = values.get("ak", "").strip(), values.get("sk", "").strip()
+        if not ak or not sk or not _TOKEN.fullmatch(ak) or not _TOKEN.fullmatch(sk):
+            raise self.fail(path, f"[{section}] in {file} needs non-empty ak and sk")
+        token = values.get("security_token", "").strip()
+        return Credentials(ak=ak, sk=Secret(sk), security_token=Secret(token) if token else None)
 
     def token(self, value: str, path: _Path) -> str:
         names = self.refs.get(path, ())

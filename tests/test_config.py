@@ -842,3 +842,63 @@ def test_any_secret_stays_out_of_messages_and_repr(secret: str, tail: str) -> No
     """For any secret key value, no message and no repr contains it."""
     environ = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": secret}
     assert secret not in _visible(ACCOUNT + tail, environ)
+
+
+def _credentials_file(tmp_path: Path, mode: int, body: str) -> Path:
+    file = tmp_path / "credentials"
+    file.write_text(body, encoding="utf-8")
+    file.chmod(mode)
+    return file
+
+
+def test_profile_reads_the_sdk_credentials_file(tmp_path: Path) -> None:
+    """profile: a section of the SDK's INI credentials file (path from the environment)."""
+    file = _credentials_file(
+        tmp_path,
+        0o600,
+        "[basic]\nak = AKFILE\nsk = SKFILE-secret\n[temp]\nak = A2\nsk = S2\nsecurity_token = T2\n",
+    )
+    env = {"HUAWEICLOUD_SDK_CREDENTIALS_FILE": str(file)}
+    config = parse_config(
+        "accounts:\n  - {name: a, profile: basic}\n  - {name: b, profile: temp}\n",
+        source="cfg.yaml",
+        environ=env,
+    )
+    first, second = (a.credentials for a in config.accounts)
+    assert (first.ak, first.sk.reveal(), first.security_token) == ("AKFILE", "SKFILE-secret", None)
+    assert second.security_token is not None
+    assert second.security_token.reveal() == "T2"
+    assert "SKFILE-secret" not in repr(config)
+
+
+def test_credentials_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    """A credentials file with group/other permissions is an error telling how to fix it."""
+    file = _credentials_file(tmp_path, 0o644, "[basic]\nak = A\nsk = SKSECRET\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            f"accounts:\n  - {{name: a, credentials_file: '{file}'}}\n",
+            source="cfg.yaml",
+            environ={},
+        )
+    assert str(info.value) == (
+        f"cfg.yaml: accounts[0]: credentials file {file} is readable by others (mode 644);"
+        f" run: chmod 600 {file}"
+    )
+    assert "SKSECRET" not in str(info.value)
+
+
+def test_credentials_file_without_the_profile_names_the_section(tmp_path: Path) -> None:
+    """A missing [section] is named; ak/sk together with a profile is refused."""
+    file = _credentials_file(tmp_path, 0o600, "[basic]\nak = A\nsk = S\n")
+    with pytest.raises(ConfigError, match=r"has no \[prod\] section"):
+        parse_config(
+            f"accounts:\n  - {{name: a, profile: prod, credentials_file: '{file}'}}\n",
+            source="cfg.yaml",
+            environ={},
+        )
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config(
+            f"accounts:\n  - {{name: a, ak: x, sk: y, credentials_file: '{file}'}}\n",
+            source="cfg.yaml",
+            environ={},
+        )
