@@ -289,3 +289,28 @@ async def test_server_trickling_a_byte_at_a_time_is_cut_by_the_request_timeout()
         waited = loop.time() - started
     assert type(error) is RequestTimeout
     assert 0.5 < waited < 3.0
+
+
+async def test_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY (like HTTPS_PROXY for https) is honoured: the request goes to the proxy."""
+    heads: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader, heads)
+        body = b'{"proxied": true}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+    async with raw_server(proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with transport() as http:
+            response = await http.get(
+                "http://dws.example-region.invalid/v1/x?limit=1", headers={"Host": "dws.x"}
+            )
+    assert response.status == 200
+    assert len(heads) == 1
+    # A proxied request names the absolute URL on its request line.
+    assert heads[0].startswith(b"GET http://dws.example-region.invalid/v1/x?limit=1 HTTP/1.1")
