@@ -170,3 +170,183 @@ def exactness(
         "duplicates": sum(n - 1 for n in seen.values() if n > 1),
         "unexpected": len(seen.keys() - truth),
     }
+
+
+# -- side-by-side comparison helpers (bench/compare.py) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimProcess:
+    """A running ``collector simulate``: its URL, and its pid so its CPU time can be read."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """utime + stime so far, from /proc (Linux): how busy the server was during a run."""
+        return proc_cpu_seconds(self.pid)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def simulator_process(spec: FleetSpec, *fault_args: str, log: Path) -> Iterator[SimProcess]:
+    """Like :func:`simulator`, but yields the pid too; stderr goes to ``log``."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "collector", "simulate", "--port", str(port), *spec.args()]
+    with log.open("wb") as err:
+        proc = subprocess.Popen([*cmd, *fault_args], stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Huawei Cloud simulator listening on http://..."
+        if "listening on" not in line:
+            raise RuntimeError(f"simulator did not start: {line}{log.read_text()}")
+        # The rest of the banner (credentials) is a few lines: it fits in the pipe's buffer.
+        yield SimProcess(url=line.rsplit(" ", 1)[-1].strip(), pid=proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """One measured child process: wall clock, CPU (user + system) and peak RSS via wait4."""
+
+    exit_code: int
+    wall_s: float
+    cpu_s: float
+    rss_kb: int
+    stdout: bytes
+    #: CPU seconds the whole machine was busy meanwhile (this child, the server, and others).
+    machine_busy_s: float
+
+
+def peak_rss_kb(pid: int | str = "self") -> int:
+    """VmHWM of a live process (its own address space's high-water mark), in kB; 0 if gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_child(cmd: list[str], *, env: dict[str, str] | None, log: Path) -> ChildOutcome:
+    """Run ``cmd`` to completion; its stdout is kept, its stderr goes to ``log``.
+
+    Peak RSS is the child's VmHWM, polled every 20 ms while it runs, not ``wait4``'s
+    ``ru_maxrss``: Linux carries the high-water mark of the address space a child had before
+    ``exec`` into ``ru_maxrss``, and subprocess forks (vforks) from this process, so
+    ``ru_maxrss`` is never less than this bench's own RSS (about 100 MB with a fleet loaded).
+    """
+    out_path = log.with_suffix(".stdout")
+    peak = 0
+    with log.open("wb") as err, out_path.open("wb") as out:
+        busy, started = machine_busy_seconds(), time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, peak_rss_kb(proc.pid))
+            time.sleep(0.02)
+        wall, busy = time.monotonic() - started, machine_busy_seconds() - busy
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ChildOutcome(
+        exit_code=proc.returncode,
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        rss_kb=peak,
+        stdout=out_path.read_bytes(),
+        machine_busy_s=busy,
+    )
+
+
+def fleet_targets(fleet: Fleet) -> list[dict[str, str | None]]:
+    """Every (account, region project) with its credentials, for clients that skip IAM."""
+    return [
+        {
+            "account": account.name,
+            "ak": account.ak,
+            "sk": account.sk,
+            "security_token": account.security_token,
+            "project_id": project.id,
+            "region": project.region,
+        }
+        for account in fleet.accounts
+        for project in account.projects
+    ]
+
+
+def machine_info() -> dict[str, str]:
+    """nproc, CPU model, kernel, Python and the versions of what is measured."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    revision = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    info = {
+        "collector revision": revision or "unknown",
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "cpu": model,
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+    }
+    for dist in (
+        "collector",
+        "aiohttp",
+        "anyio",
+        "orjson",
+        "huaweicloudsdkcore",
+        "huaweicloudsdkdws",
+        "requests",
+        "urllib3",
+    ):
+        try:
+            info[dist] = version(dist)
+        except PackageNotFoundError:
+            info[dist] = "not installed"
+    return info
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent not idle (all cores, every process), from /proc."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(*, max_wait: float, threshold: float = 0.2, window: float = 1.0) -> float:
+    """Wait until other processes use less than ``threshold`` of one core; seconds waited.
+
+    Benchmarks on a shared machine are only as good as its quiet moments: each measured run
+    starts in one (or after ``max_wait`` seconds, whatever the load), and records how much CPU
+    others used while it ran.
+    """
+    started = time.monotonic()
+    while max_wait > 0:
+        before = machine_busy_seconds()
+        time.sleep(window)
+        if (machine_busy_seconds() - before) / window < threshold:
+            return time.monotonic() - started
+        if time.monotonic() - started >= max_wait:
+            break
+    return time.monotonic() - started
