@@ -7,6 +7,8 @@ it came, so nothing the API says is ever lost to normalization.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +25,10 @@ class RecordContext:
     cluster_id: str
     cluster_name: str | None
     collected_at: str
+
+
+#: The API's own shape, "2023-08-04T06:46:46": already UTC, so only a "Z" is missing.
+_PLAIN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 
 
 def parse_time(value: object) -> datetime | None:
@@ -47,6 +53,23 @@ def format_time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
+@functools.lru_cache(maxsize=256)
+def _outcome(status: str) -> str:
+    return outcome_of(status)
+
+
+def _time_field(value: object) -> tuple[datetime | None, str | None]:
+    """(parsed, formatted) for a time field; the common API shape skips the re-formatting."""
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        try:
+            moment = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        except ValueError:
+            return None, None
+        return moment, value + "Z"
+    parsed = parse_time(value)
+    return parsed, format_time(parsed)
+
+
 def outcome_of(status: object) -> str:
     """success | failed | running | unknown, from the API's status text.
 
@@ -69,9 +92,10 @@ def _text(value: object) -> str | None:
 
 
 def normalize(raw: Mapping[str, Any], ctx: RecordContext) -> dict[str, Any]:
-    start = parse_time(raw.get("start_time"))
-    end = parse_time(raw.get("end_time"))
+    start, start_text = _time_field(raw.get("start_time"))
+    end, end_text = _time_field(raw.get("end_time"))
     duration = (end - start).total_seconds() if start and end else None
+    status = raw.get("status")
     return {
         "account": ctx.account,
         "region": ctx.region,
@@ -81,12 +105,12 @@ def normalize(raw: Mapping[str, Any], ctx: RecordContext) -> dict[str, Any]:
         "item_id": _text(raw.get("item_id")),
         "job_id": _text(raw.get("job_id")),
         "record_type": _text(raw.get("record_type")),
-        "status": _text(raw.get("status")),
-        "outcome": outcome_of(raw.get("status")),
+        "status": status if isinstance(status, str) else None,
+        "outcome": _outcome(status) if isinstance(status, str) else "unknown",
         "from_version": _text(raw.get("from_version")),
         "to_version": _text(raw.get("to_version")),
-        "start_time": format_time(start),
-        "end_time": format_time(end),
+        "start_time": start_text,
+        "end_time": end_text,
         "duration_s": duration,
         "failed_reason": _text(raw.get("failed_reason")),
         "collected_at": ctx.collected_at,

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import orjson
 import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -46,18 +47,31 @@ from collector.stats import RunStats
 log = structlog.get_logger("collector.scheduler")
 
 IAM = "iam"
+#: Projects of one endpoint listed and being queued at once.
+LISTINGS_PER_ENDPOINT = 2
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterUnit:
+    """One cluster to page. Its ClusterInfo is kept as the JSON bytes the API sent (a third of
+    a parsed dict's memory), embedded as-is in clusters.jsonl."""
+
     project: Project
     signer: Signer
-    cluster: dict[str, Any]
+    cluster_id: str
+    name: str | None
+    info: bytes
 
-    @property
-    def cluster_id(self) -> str:
-        cluster_id: str = self.cluster["id"]
-        return cluster_id
+    @classmethod
+    def of(cls, project: Project, signer: Signer, cluster: dict[str, Any]) -> ClusterUnit:
+        name = cluster.get("name")
+        return cls(
+            project=project,
+            signer=signer,
+            cluster_id=cluster["id"],
+            name=name if isinstance(name, str) else None,
+            info=orjson.dumps(cluster),
+        )
 
 
 def error_line(
@@ -103,6 +117,7 @@ class Collection:
         self.profiles: dict[str, ServerProfile] = {}
         self._stopping = False
         self._queues: dict[str, MemoryObjectSendStream[ClusterUnit]] = {}
+        self._listing: dict[str, anyio.CapacityLimiter] = {}
         self._tg: TaskGroup | None = None
         # Everything known and not finished, for an exact report when a run is cut short.
         self.pending_accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
@@ -201,9 +216,25 @@ class Collection:
     async def _discover_project(self, project: Project, signer: Signer) -> None:
         try:
             if not self.stopping:
-                await self._discover_project_now(project, signer)
+                # Memory: a project's listing is held until its clusters are queued, so an
+                # endpoint lists (and queues) two projects at a time, not its whole inventory.
+                # A listing request that is set aside gives its slot back while it waits.
+                slot = Slot(self._listing_slots(project.region))
+                await slot.acquire()
+                CURRENT_SLOT.set(slot)
+                try:
+                    await self._discover_project_now(project, signer)
+                finally:
+                    CURRENT_SLOT.set(None)
+                    slot.release()
         finally:
             self.barrier.leave()
+
+    def _listing_slots(self, endpoint: str) -> anyio.CapacityLimiter:
+        slots = self._listing.get(endpoint)
+        if slots is None:
+            slots = self._listing[endpoint] = anyio.CapacityLimiter(LISTINGS_PER_ENDPOINT)
+        return slots
 
     async def _discover_project_now(self, project: Project, signer: Signer) -> None:
         try:
@@ -247,11 +278,8 @@ class Collection:
         self.stats.clusters += len(clusters)
         # A resumed run skips what an earlier session of it finished (counted from the journal).
         done = self.sink.completed
-        units = [
-            ClusterUnit(project=project, signer=signer, cluster=c)
-            for c in clusters
-            if c["id"] not in done
-        ]
+        units = [ClusterUnit.of(project, signer, c) for c in clusters if c["id"] not in done]
+        del clusters, listing  # only the compact units stay while they wait for a slot
         for unit in units:
             self.pending_clusters[unit.cluster_id] = unit
         for unit in units:
@@ -301,7 +329,7 @@ class Collection:
             self.barrier.leave()
 
     async def _collect_cluster(self, unit: ClusterUnit) -> None:
-        project, cluster, cluster_id = unit.project, unit.cluster, unit.cluster_id
+        project, cluster_id = unit.project, unit.cluster_id
         where = {"region": project.region, "project_id": project.id, "cluster_id": cluster_id}
         context = {"account": project.account, **where}
         route = Route(project.account, project.region)
@@ -344,13 +372,12 @@ class Collection:
             log.info("cluster.reread", passes=history.passes, **context)
         collected_at = format_time(datetime.now(UTC))
         assert collected_at is not None
-        name = cluster.get("name")
         ctx = RecordContext(
             account=project.account,
             region=project.region,
             project_id=project.id,
             cluster_id=cluster_id,
-            cluster_name=name if isinstance(name, str) else None,
+            cluster_name=unit.name,
             collected_at=collected_at,
         )
         lines = [normalize(raw, ctx) for raw in history.records]
@@ -368,7 +395,6 @@ class Collection:
     ) -> None:
         self.pending_clusters.pop(unit.cluster_id, None)
         project = unit.project
-        name = unit.cluster.get("name")
         self.sink.cluster_done(
             cluster_id=unit.cluster_id,
             state=state,
@@ -378,10 +404,10 @@ class Collection:
                 "project_id": project.id,
                 "project_name": project.name,
                 "cluster_id": unit.cluster_id,
-                "cluster_name": name if isinstance(name, str) else None,
+                "cluster_name": unit.name,
                 "collection": state,
                 "records": len(records or ()),
-                "cluster": unit.cluster,
+                "cluster": orjson.Fragment(unit.info),
             },
             records=records or [],
             error=error,

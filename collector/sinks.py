@@ -2,10 +2,10 @@
 
 While a run works, each finished cluster is appended to uncompressed *staging* files in a hidden
 directory beside the outputs (``.collector-staging/``), and then one line naming the cluster and
-the staging files' lengths is appended to a journal. Both are flushed to the OS per cluster, so
-a run killed at any moment (SIGKILL included) leaves a journal whose entries all point at data
-that is there; ``--resume`` truncates the staging files to the last entry and skips every
-cluster it names.
+the staging files' lengths is appended to a journal. Every 64 clusters or quarter second the
+data files are flushed to the OS and then the journal, so a run killed at any moment (SIGKILL
+included) leaves a journal whose entries all point at data that is there; ``--resume`` truncates
+the staging files to the last entry and skips every cluster it names.
 
 Publishing streams each staging file through the configured compression into a temporary file
 in the output directory, fsyncs and renames it; the previous ``summary.json`` is removed first
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ from collector.errors import SinkError
 from collector.outdir import fsync_dir
 
 _BUFFER = 1024 * 1024
+#: Staging is handed to the OS (which keeps it across a kill of this process) at least this
+#: often; a kill loses at most this much work, which --resume then fetches again.
+_FLUSH_EVERY = 64
+_FLUSH_SECONDS = 0.25
 _COPY_CHUNK = 1024 * 1024
 STAGING = ".collector-staging"
 SUMMARY = "summary.json"
@@ -146,6 +151,8 @@ class ExportSink:
         self._tag = run_id
         self._errors: list[dict[str, Any]] = []
         self._files: dict[str, IO[bytes]] = {}
+        self._unflushed = 0
+        self._flushed_at = time.monotonic()
         try:
             self.staging.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -235,8 +242,6 @@ class ExportSink:
             files["clusters"].write(dumps(cluster, option=nl))
             if error is not None:
                 files["errors"].write(dumps(error, option=nl))
-            for kind in KINDS:
-                files[kind].flush()
             entry = {
                 "c": cluster_id,
                 "s": state,
@@ -246,16 +251,37 @@ class ExportSink:
                 "e": files["errors"].tell(),
             }
             files["journal"].write(dumps(entry, option=nl))
-            files["journal"].flush()
+            self._unflushed += 1
+            now = time.monotonic()
+            if self._unflushed >= _FLUSH_EVERY or now - self._flushed_at >= _FLUSH_SECONDS:
+                self._flush()
+                self._flushed_at, self._unflushed = now, 0
         except OSError as exc:
             raise SinkError(f"cannot write output: {_describe(exc, self.staging)}") from exc
-        self.completed[cluster_id] = state
+        # ``completed`` holds only what earlier sessions finished: this session lists each
+        # project once, so remembering its own clusters would only cost memory.
+
+    def _flush(self) -> None:
+        """Data first, then the journal: a journal line never points past flushed data."""
+        for kind in KINDS:
+            self._files[kind].flush()
+        self._files["journal"].flush()
 
     def add_error(self, error: dict[str, Any]) -> None:
         """An account or project failure, or a unit not collected: written at publish."""
         self._errors.append(error)
 
+    def flush(self) -> None:
+        """Hand everything staged so far to the OS; SinkError if it cannot be written."""
+        try:
+            self._flush()
+        except OSError as exc:
+            raise SinkError(f"cannot write output: {_describe(exc, self.staging)}") from exc
+
     def close(self) -> None:
+        """Best effort, for paths that are failing anyway; :meth:`publish` flushes strictly."""
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            self._flush()
         for fh in self._files.values():
             with contextlib.suppress(OSError):
                 fh.close()
@@ -278,6 +304,7 @@ class ExportSink:
         ``extra`` adds (name, chunks) outputs written before the summary (the delta export).
         ``keep_staging``: an interrupted run keeps its journal so that ``--resume`` can finish it.
         """
+        self.flush()  # a full disk must fail the publish, not truncate it silently
         self.close()
         stale = self.directory / SUMMARY
         try:

@@ -15,7 +15,6 @@ from types import TracebackType
 from typing import Protocol, Self
 
 import aiohttp
-import anyio
 from yarl import URL
 
 from collector import __version__
@@ -62,12 +61,17 @@ class AiohttpTransport:
         request_timeout: float = 120.0,
         ca_bundle: str | None = None,
     ) -> None:
+        # sock_* bound each socket operation; total bounds the whole attempt, so a server that
+        # trickles a byte at a time is cut off too. The governor never lets more requests in
+        # flight than the pool holds, so no time waiting for a pooled connection is counted.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout
+            total=request_timeout,
+            connect=None,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
         )
         self._max_connections = max_connections
         self._max_body = max_body_bytes
-        self._request_timeout = request_timeout
         self._ca_bundle = ca_bundle
         self._session: aiohttp.ClientSession | None = None
 
@@ -112,15 +116,9 @@ class AiohttpTransport:
         except ValueError as exc:
             raise InvalidRequest(f"malformed URL: {exc}") from exc
         try:
-            # Per socket operation timeouts cannot stop a server that trickles a byte a
-            # second; this bounds the whole attempt. The governor admits no more requests
-            # than the pool holds, so no pool wait is counted here.
-            with anyio.fail_after(self._request_timeout):
-                # A signed request is never replayed to wherever a redirect points.
-                async with session.get(
-                    target, headers=dict(headers), allow_redirects=False
-                ) as resp:
-                    body = await self._read_capped(resp, where)
+            # A signed request is never replayed to wherever a redirect points.
+            async with session.get(target, headers=dict(headers), allow_redirects=False) as resp:
+                body = await self._read_capped(resp, where)
                 return Response(
                     status=resp.status,
                     body=body,

@@ -64,6 +64,9 @@ def test_disk_full_is_a_sink_error_naming_the_problem(tmp_path: Path) -> None:
     sink = ExportSink(tmp_path, run_id="r1")
     sink._files["records"].close()  # swap in a device that is always full
     sink._files["records"] = open("/dev/full", "wb")  # noqa: SIM115
+    _done(sink, 0)  # staged in the buffer; the flush meets the full disk
     with pytest.raises(SinkError, match="No space left"):
-        _done(sink, 0)
+        sink.publish({"run_id": "r1"}, keep_staging=True)  # must not publish a truncated file
     sink.close()
+    assert not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "records.jsonl").exists()
