@@ -127,7 +127,7 @@ class PagingConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputConfig:
     #: A template: {date} (UTC run start, YYYY-MM-DD), {time} (HHMMSS), {run_id}.
-    dir: str = "./exports"
+    dir: str = "./exports/{date}"
     compression: Compression = Compression.NONE
     #: None: the codec's default (gzip 6, zstd 3).
     compression_level: int | None = None
