@@ -47,20 +47,21 @@ from collector.stats import RunStats
 log = structlog.get_logger("collector.scheduler")
 
 IAM = "iam"
-#: Projects of one endpoint listed and being queued at once.
+#: Projects of one endpoint being queued at once.
 LISTINGS_PER_ENDPOINT = 2
+#: Project listings requested and parsed at once, across the run.
+LISTINGS_IN_HAND = 3
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterUnit:
-    """One cluster to page. Its ClusterInfo is kept as the JSON bytes the API sent (a third of
-    a parsed dict's memory), embedded as-is in clusters.jsonl."""
+    """One cluster to page: its id and name. Its ClusterInfo went to the sink's inventory when
+    it was listed, so a cluster waiting its turn costs little memory."""
 
     project: Project
     signer: Signer
     cluster_id: str
     name: str | None
-    info: bytes
 
     @classmethod
     def of(cls, project: Project, signer: Signer, cluster: dict[str, Any]) -> ClusterUnit:
@@ -70,7 +71,6 @@ class ClusterUnit:
             signer=signer,
             cluster_id=cluster["id"],
             name=name if isinstance(name, str) else None,
-            info=orjson.dumps(cluster),
         )
 
 
@@ -118,6 +118,7 @@ class Collection:
         self._stopping = False
         self._queues: dict[str, MemoryObjectSendStream[ClusterUnit]] = {}
         self._listing: dict[str, anyio.CapacityLimiter] = {}
+        self._all_listings = anyio.CapacityLimiter(LISTINGS_IN_HAND)
         self._tg: TaskGroup | None = None
         # Everything known and not finished, for an exact report when a run is cut short.
         self.pending_accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
@@ -215,18 +216,26 @@ class Collection:
 
     async def _discover_project(self, project: Project, signer: Signer) -> None:
         try:
-            if not self.stopping:
-                # Memory: a project's listing is held until its clusters are queued, so an
-                # endpoint lists (and queues) two projects at a time, not its whole inventory.
-                # A listing request that is set aside gives its slot back while it waits.
-                slot = Slot(self._listing_slots(project.region))
-                await slot.acquire()
-                CURRENT_SLOT.set(slot)
-                try:
-                    await self._discover_project_now(project, signer)
-                finally:
-                    CURRENT_SLOT.set(None)
-                    slot.release()
+            if self.stopping:
+                return
+            # Memory: a parsed listing is several times its JSON, so only a few are in hand
+            # at once across the run. A listing request that is set aside gives its slot back
+            # while it waits (the pass barrier releases CURRENT_SLOT).
+            slot = Slot(self._all_listings)
+            await slot.acquire()
+            CURRENT_SLOT.set(slot)
+            try:
+                units = await self._discover_project_now(project, signer)
+            finally:
+                CURRENT_SLOT.set(None)
+                slot.release()
+            # Queueing waits for the endpoint's workers; an endpoint queues two projects at a
+            # time, so it cannot list its whole inventory ahead of its paging.
+            async with self._listing_slots(project.region):
+                for unit in units:
+                    if self.stopping:
+                        return
+                    await self._enqueue(unit)
         finally:
             self.barrier.leave()
 
@@ -236,7 +245,7 @@ class Collection:
             slots = self._listing[endpoint] = anyio.CapacityLimiter(LISTINGS_PER_ENDPOINT)
         return slots
 
-    async def _discover_project_now(self, project: Project, signer: Signer) -> None:
+    async def _discover_project_now(self, project: Project, signer: Signer) -> list[ClusterUnit]:
         try:
             listing = await list_clusters(
                 self.client, project, signer, route=Route(project.account, project.region)
@@ -249,7 +258,7 @@ class Collection:
                 region=project.region,
                 project_id=project.id,
             )
-            return
+            return []
         del self.pending_projects[project.id]
         self.listed_projects.add(project.id)
         clusters = listing.clusters
@@ -278,14 +287,16 @@ class Collection:
         self.stats.clusters += len(clusters)
         # A resumed run skips what an earlier session of it finished (counted from the journal).
         done = self.sink.completed
-        units = [ClusterUnit.of(project, signer, c) for c in clusters if c["id"] not in done]
-        del clusters, listing  # only the compact units stay while they wait for a slot
-        for unit in units:
-            self.pending_clusters[unit.cluster_id] = unit
-        for unit in units:
-            if self.stopping:
-                return
-            await self._enqueue(unit)
+        units = []
+        for cluster in clusters:
+            # Every listed cluster is in the inventory (a resumed run joins it with the
+            # clusters an earlier session finished); only unfinished ones are paged.
+            self.sink.add_inventory(cluster["id"], orjson.dumps(cluster))
+            if cluster["id"] not in done:
+                unit = ClusterUnit.of(project, signer, cluster)
+                self.pending_clusters[unit.cluster_id] = unit
+                units.append(unit)
+        return units
 
     async def _enqueue(self, unit: ClusterUnit) -> None:
         endpoint = unit.project.region
@@ -407,7 +418,6 @@ class Collection:
                 "cluster_name": unit.name,
                 "collection": state,
                 "records": len(records or ()),
-                "cluster": orjson.Fragment(unit.info),
             },
             records=records or [],
             error=error,

@@ -119,6 +119,8 @@ class Sink(Protocol):
 
     def add_error(self, error: dict[str, Any]) -> None: ...
 
+    def add_inventory(self, cluster_id: str, info: bytes) -> None: ...
+
 
 @dataclass(slots=True)
 class Restored:
@@ -163,7 +165,11 @@ class ExportSink:
         #: Cluster id -> state, for every cluster an earlier session of this run finished.
         self.completed = self.restored.completed
         try:
-            for kind in (*KINDS, "journal"):
+            # The inventory is written at discovery and re-listed by every session, so it
+            # starts afresh each time; the journal says which clusters finished.
+            with contextlib.suppress(FileNotFoundError):
+                self._staged("inventory").unlink()
+            for kind in (*KINDS, "journal", "inventory"):
                 self._files[kind] = open(self._staged(kind), "ab", buffering=_BUFFER)  # noqa: SIM115 - closed in close()
         except OSError as exc:
             self.close()
@@ -266,6 +272,22 @@ class ExportSink:
         for kind in KINDS:
             self._files[kind].flush()
         self._files["journal"].flush()
+        self._files["inventory"].flush()
+
+    def add_inventory(self, cluster_id: str, info: bytes) -> None:
+        """A listed cluster's ClusterInfo (the API's JSON bytes), joined at publish.
+
+        Written when the cluster is listed, so that a cluster waiting to be paged costs the
+        run its id, not its ClusterInfo.
+        """
+        line = orjson.dumps(
+            {"cluster_id": cluster_id, "cluster": orjson.Fragment(info)},
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        try:
+            self._files["inventory"].write(line)
+        except OSError as exc:
+            raise SinkError(f"cannot write output: {_describe(exc, self.staging)}") from exc
 
     def add_error(self, error: dict[str, Any]) -> None:
         """An account or project failure, or a unit not collected: written at publish."""
@@ -313,7 +335,7 @@ class ExportSink:
             raise SinkError(f"cannot replace the old summary: {_describe(exc, stale)}") from exc
         names = {kind: output_name(kind, self.compression) for kind in KINDS}
         self._publish_file(names["records"], self._chunks("records"))
-        self._publish_file(names["clusters"], self._chunks("clusters"))
+        self._publish_file(names["clusters"], self._joined_clusters())
         errors = (orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in self._errors)
         self._publish_file(names["errors"], _chain(self._chunks("errors"), errors))
         for name, chunks in extra:
@@ -332,6 +354,28 @@ class ExportSink:
         if not keep_staging:
             shutil.rmtree(self.staging, ignore_errors=True)
         return names
+
+    def _joined_clusters(self) -> Iterable[bytes]:
+        """clusters.jsonl: each finished cluster's line with its ClusterInfo from the inventory.
+
+        Memory: one finished line per cluster (a few hundred bytes), never the ClusterInfos.
+        """
+        finished: dict[str, bytes] = {}
+        for chunk in _lines(self._chunks("clusters")):
+            finished[orjson.loads(chunk)["cluster_id"]] = chunk
+        nl = orjson.OPT_APPEND_NEWLINE
+        for chunk in _lines(self._chunks("inventory")):
+            listed = orjson.loads(chunk)
+            done = finished.pop(listed["cluster_id"], None)
+            if done is not None:
+                row = orjson.loads(done)
+                row["cluster"] = listed["cluster"]
+                yield orjson.dumps(row, option=nl)
+        for done in finished.values():
+            # Finished in an earlier session, but its project was not listed in this one.
+            row = orjson.loads(done)
+            row["cluster"] = {"id": row["cluster_id"]}
+            yield orjson.dumps(row, option=nl)
 
     def _chunks(self, kind: str) -> Iterable[bytes]:
         path = self._staged(kind)
@@ -353,6 +397,17 @@ class ExportSink:
             handle.discard()
             raise
         handle.publish()
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterable[bytes]:
+    """Whole lines (without the newline) from a stream of chunks."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        *whole, rest = rest.split(b"\n")
+        yield from (line for line in whole if line)
+    if rest:
+        yield rest
 
 
 def _chain(*parts: Iterable[bytes]) -> Iterable[bytes]:
