@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -314,3 +315,33 @@ async def test_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatc
     assert len(heads) == 1
     # A proxied request names the absolute URL on its request line.
     assert heads[0].startswith(b"GET http://dws.example-region.invalid/v1/x?limit=1 HTTP/1.1")
+
+
+async def test_netrc_entry_for_the_host_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A ~/.netrc `default` entry must not add Basic auth to (or clash with) a signed request.
+
+    aiohttp with trust_env would look the host up in ~/.netrc and refuse a request that has
+    both its own Authorization header and netrc credentials.
+    """
+    heads: list[bytes] = []
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader, heads)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    (tmp_path / ".netrc").write_text("default login someone password hunter2\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    async with raw_server(server) as url, transport() as http:
+        response = await http.get(
+            url + "/v1/x", headers={"Authorization": "SDK-HMAC-SHA256 Access=AK, Signature=00"}
+        )
+    assert response.status == 200
+    assert len(heads) == 1
+    assert b"Authorization: SDK-HMAC-SHA256 Access=AK" in heads[0]
+    assert b"Basic" not in heads[0]
