@@ -252,7 +252,7 @@ class EndpointState:
 
     def __init__(self, name: str, settings: GovernorSettings, clock: Clock) -> None:
         self.name = name
-        self.limiter = anyio.CapacityLimiter(settings.per_endpoint)
+        self.limiter = Gate(settings.per_endpoint)
         self.budget = RetryBudget(
             ratio=settings.budget_ratio, minimum=settings.budget_minimum, clock=clock
         )
@@ -272,7 +272,7 @@ class Governor:
         sleep: Sleep = anyio.sleep,
     ) -> None:
         self.settings = settings
-        self.limiter = anyio.CapacityLimiter(settings.concurrency)
+        self.limiter = Gate(settings.concurrency)
         self._clock = clock
         self._sleep = sleep
         self._endpoints: dict[str, EndpointState] = {}
@@ -303,20 +303,80 @@ class Governor:
         return sorted(name for name, state in self._endpoints.items() if state.breaker.is_open)
 
 
-class Slot:
-    """One unit's hold on an endpoint's capacity, taken by one task and released by another."""
+class Gate:
+    """A counting semaphore for the per-request path, FIFO among waiters.
 
-    __slots__ = ("_borrower", "_limiter")
+    anyio's CapacityLimiter checkpoints twice on every acquisition, even with a token free (a
+    yield, then a shielded yield): two of them per request were 5% of the collector's CPU at
+    5,000 clusters. A Gate takes a free token without yielding (the request it guards yields
+    soon enough) and only waits, on an anyio Event, when none is free; a released token goes
+    straight to the first waiter, so nobody can overtake the queue.
+    """
 
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
-        self._limiter = limiter
-        self._borrower = object()
+    __slots__ = ("_free", "_waiters", "total")
+
+    def __init__(self, tokens: int) -> None:
+        if tokens < 1:
+            raise ValueError("a gate needs at least one token")
+        self.total = tokens
+        self._free = tokens
+        self._waiters: deque[anyio.Event] = deque()
+
+    @property
+    def in_use(self) -> int:
+        return self.total - self._free
 
     async def acquire(self) -> None:
-        await self._limiter.acquire_on_behalf_of(self._borrower)
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        handed = anyio.Event()
+        self._waiters.append(handed)
+        try:
+            await handed.wait()
+        except BaseException:
+            if handed.is_set():
+                self.release()  # a token was handed over as we were cancelled: pass it on
+            else:
+                self._waiters.remove(handed)
+            raise
 
     def release(self) -> None:
-        self._limiter.release_on_behalf_of(self._borrower)
+        if self._waiters:
+            self._waiters.popleft().set()  # the token passes to the waiter as it is
+        elif self._free < self.total:
+            self._free += 1
+        else:
+            raise RuntimeError("gate released more often than acquired")
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Slot:
+    """One unit's hold on an endpoint's capacity, taken by one task and released by another.
+
+    Releasing twice is harmless: a unit cancelled while parked (its slot already given back)
+    still releases it on the way out.
+    """
+
+    __slots__ = ("_gate", "_held")
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+        self._held = False
+
+    async def acquire(self) -> None:
+        await self._gate.acquire()
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._gate.release()
 
 
 #: The endpoint slot held by the unit running in this task, given back while it is parked.

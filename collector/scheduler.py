@@ -37,7 +37,7 @@ from collector.client import ApiClient
 from collector.config import AccountConfig, Config
 from collector.discovery import Project, discover_projects, list_clusters
 from collector.errors import BadResponseError, CollectorError, HttpStatusError, NotCollected
-from collector.limits import CURRENT_SLOT, PassBarrier, Route, Slot
+from collector.limits import CURRENT_SLOT, Gate, PassBarrier, Route, Slot
 from collector.normalize import RecordContext, format_time, normalize
 from collector.pagination import ServerProfile, read_history
 from collector.shards import Shard
@@ -117,8 +117,8 @@ class Collection:
         self.profiles: dict[str, ServerProfile] = {}
         self._stopping = False
         self._queues: dict[str, MemoryObjectSendStream[ClusterUnit]] = {}
-        self._listing: dict[str, anyio.CapacityLimiter] = {}
-        self._all_listings = anyio.CapacityLimiter(LISTINGS_IN_HAND)
+        self._listing: dict[str, Gate] = {}
+        self._all_listings = Gate(LISTINGS_IN_HAND)
         self._tg: TaskGroup | None = None
         # Everything known and not finished, for an exact report when a run is cut short.
         self.pending_accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
@@ -239,10 +239,10 @@ class Collection:
         finally:
             self.barrier.leave()
 
-    def _listing_slots(self, endpoint: str) -> anyio.CapacityLimiter:
+    def _listing_slots(self, endpoint: str) -> Gate:
         slots = self._listing.get(endpoint)
         if slots is None:
-            slots = self._listing[endpoint] = anyio.CapacityLimiter(LISTINGS_PER_ENDPOINT)
+            slots = self._listing[endpoint] = Gate(LISTINGS_PER_ENDPOINT)
         return slots
 
     async def _discover_project_now(self, project: Project, signer: Signer) -> list[ClusterUnit]:
@@ -307,7 +307,7 @@ class Collection:
             )
             self._queues[endpoint] = send
             assert self._tg is not None
-            self._tg.start_soon(self._dispatch, receive, anyio.CapacityLimiter(self.per_endpoint))
+            self._tg.start_soon(self._dispatch, receive, Gate(self.per_endpoint))
         self.barrier.enter()  # a queued cluster is work the next pass must wait for
         try:
             await send.send(unit)
@@ -317,9 +317,7 @@ class Collection:
 
     # -- paging ------------------------------------------------------------------------------
 
-    async def _dispatch(
-        self, receive: MemoryObjectReceiveStream[ClusterUnit], slots: anyio.CapacityLimiter
-    ) -> None:
+    async def _dispatch(self, receive: MemoryObjectReceiveStream[ClusterUnit], slots: Gate) -> None:
         """Start each queued cluster of one endpoint as soon as one of its slots is free."""
         assert self._tg is not None
         async with receive:

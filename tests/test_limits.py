@@ -13,8 +13,10 @@ import pytest
 from collector.limits import (
     AdaptiveRate,
     CircuitBreaker,
+    Gate,
     RateSettings,
     RetryBudget,
+    Slot,
     stated_limit,
 )
 
@@ -237,3 +239,106 @@ def test_new_pass_forgets_spent_retries_but_not_requests() -> None:
     dead.on_request()
     dead.new_pass()
     assert not dead.try_spend()
+
+
+def test_gate_takes_a_free_token_without_yielding_and_queues_the_rest_in_order() -> None:
+    order: list[int] = []
+
+    async def main() -> None:
+        gate = Gate(2)
+        await gate.acquire()
+        await gate.acquire()
+        assert gate.in_use == 2
+
+        async def waiter(n: int) -> None:
+            await gate.acquire()
+            order.append(n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(waiter, n)
+                await anyio.lowlevel.checkpoint()  # let it queue, so the order is known
+            for _ in range(3):
+                gate.release()
+                await anyio.lowlevel.checkpoint()
+        assert order == [0, 1, 2]
+        assert gate.in_use == 2  # three handed on, two of the original five still held
+
+    anyio.run(main)
+
+
+def test_gate_cancelled_waiter_leaves_the_queue_and_never_keeps_a_token() -> None:
+    async def main() -> None:
+        gate = Gate(1)
+        await gate.acquire()
+        got: list[str] = []
+        impatient_scope = anyio.CancelScope()
+
+        async def impatient() -> None:
+            with impatient_scope:
+                await gate.acquire()
+                got.append("impatient")  # pragma: no cover - cancelled first
+
+        async def patient() -> None:
+            await gate.acquire()
+            got.append("patient")
+            gate.release()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(impatient)
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(patient)
+            await anyio.lowlevel.checkpoint()
+            impatient_scope.cancel()  # queued first, gone before the token is free
+            await anyio.lowlevel.checkpoint()
+            gate.release()
+        assert got == ["patient"]
+        assert gate.in_use == 0
+        with pytest.raises(RuntimeError, match="released more often"):
+            gate.release()
+
+    anyio.run(main)
+
+
+def test_gate_token_handed_to_a_waiter_being_cancelled_is_never_lost() -> None:
+    async def main() -> None:
+        gate = Gate(1)
+        await gate.acquire()
+        got: list[str] = []
+        first_scope = anyio.CancelScope()
+
+        async def first() -> None:
+            with first_scope:
+                async with gate:
+                    # anyio may let the wake-up win over the cancellation; either way the
+                    # token must reach `second`.
+                    got.append("first")
+
+        async def second() -> None:
+            await gate.acquire()
+            got.append("second")
+            gate.release()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(second)
+            await anyio.lowlevel.checkpoint()
+            gate.release()  # hands the token to `first`...
+            first_scope.cancel()  # ...which is cancelled before it runs again
+        assert got[-1:] == ["second"]
+        assert gate.in_use == 0
+
+    anyio.run(main)
+
+
+def test_slot_released_twice_gives_back_one_token() -> None:
+    async def main() -> None:
+        gate = Gate(1)
+        slot = Slot(gate)
+        await slot.acquire()
+        slot.release()
+        slot.release()  # a unit cancelled while parked releases again on its way out
+        assert gate.in_use == 0
+
+    anyio.run(main)
