@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,14 +68,23 @@ class Credentials:
         return f"Credentials(ak={self.ak!r}, sk=Secret('***'){token})"
 
 
+#: Characters quote(s, safe="~") leaves alone. Paths and queries made only of these (every
+#: request the collector makes) are their own encoding, and skip urllib's slower quote.
+_BARE: Final = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+_BARE_PATH: Final = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
+
+
 def _encode(value: str) -> str:
     # The SDK uses quote(s, safe="~"): unreserved characters and "~" stay bare, "/" is encoded.
-    return quote(value, safe="~")
+    return value if _BARE(value) else quote(value, safe="~")
 
 
 def canonical_uri(path: str) -> str:
     """The path, each segment percent-encoded, always ending in ``/``."""
-    encoded = "/".join(_encode(segment) for segment in unquote(path).split("/"))
+    if _BARE_PATH(path):
+        encoded = path  # nothing to decode, nothing to encode
+    else:
+        encoded = "/".join(_encode(segment) for segment in unquote(path).split("/"))
     return encoded if encoded.endswith("/") else encoded + "/"
 
 
@@ -95,15 +106,19 @@ def canonical_request(
     headers: Mapping[str, str],
     signed: Sequence[str],
     body: bytes = b"",
+    query_string: str | None = None,
 ) -> str:
-    """The canonical request string; ``headers`` keys must already be lower-case."""
+    """The canonical request string; ``headers`` keys must already be lower-case.
+
+    ``query_string``, when given, is ``canonical_query(query)`` already computed.
+    """
     canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in signed)
     body_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
     return "\n".join(
         (
             method.upper(),
             canonical_uri(path),
-            canonical_query(query),
+            canonical_query(query) if query_string is None else query_string,
             canonical_headers,
             ";".join(signed),
             body_hash,
@@ -122,6 +137,26 @@ def signature(secret_key: str, to_sign: str) -> str:
 
 def format_sdk_date(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(DATE_FORMAT)
+
+
+class _SdkClock:
+    """X-Sdk-Date for now, formatted once a second rather than once a request."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._text = time.strftime(DATE_FORMAT, time.gmtime(second))
+            self._second = second
+        return self._text
+
+
+_SDK_CLOCK: Final = _SdkClock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +203,7 @@ class Signer:
         ``host`` is ``host[:port]`` exactly as it will be sent in the ``Host`` header.
         """
         out: dict[str, str] = dict(headers or {})
-        out["X-Sdk-Date"] = format_sdk_date(now or datetime.now(UTC))
+        out["X-Sdk-Date"] = _SDK_CLOCK.now() if now is None else format_sdk_date(now)
         out["Host"] = host
         if project_id:
             out["X-Project-Id"] = project_id
@@ -177,8 +212,15 @@ class Signer:
             out["X-Security-Token"] = token.reveal()
         lowered = {name.lower(): value for name, value in out.items()}
         signed = signed_header_names(out)
+        query_string = canonical_query(query)
         canonical = canonical_request(
-            method=method, path=path, query=query, headers=lowered, signed=signed, body=body
+            method=method,
+            path=path,
+            query=query,
+            headers=lowered,
+            signed=signed,
+            body=body,
+            query_string=query_string,
         )
         to_sign = string_to_sign(out["X-Sdk-Date"], canonical)
         digest = hmac.new(self._key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -186,7 +228,7 @@ class Signer:
             f"{ALGORITHM} Access={self._credentials.ak}, "
             f"SignedHeaders={';'.join(signed)}, Signature={digest}"
         )
-        return SignedRequest(query_string=canonical_query(query), headers=out)
+        return SignedRequest(query_string=query_string, headers=out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -153,6 +154,21 @@ def test_known_signature_vector() -> None:
         headers={"Content-Type": "application/json"},
     )
     assert headers["Authorization"] == sdk.header_params["Authorization"]
+
+
+def test_date_of_now_is_the_current_second_and_signed_as_such() -> None:
+    """Without ``now`` the X-Sdk-Date is the wall clock's (cached per second, never stale)."""
+    signer = Signer(Credentials(ak="AK", sk=Secret("SK")))
+    request = {"method": "GET", "host": "h", "path": "/v1/p/x", "query": [("limit", "10")]}
+    for _ in range(3):
+        before = datetime.now(UTC).replace(microsecond=0)
+        signed = signer.sign(**request)  # type: ignore[arg-type]
+        after = datetime.now(UTC)
+        date = datetime.strptime(signed.headers["X-Sdk-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        assert before <= date <= after
+        again = signer.sign(**request, now=date)  # type: ignore[arg-type]
+        assert signed.headers["Authorization"] == again.headers["Authorization"]
+        time.sleep(0.6)  # cross a second boundary at least once
 
 
 def test_secrets_never_show_in_repr_or_str() -> None:
