@@ -28,7 +28,7 @@ class RecordContext:
 
 
 #: The API's own shape, "2023-08-04T06:46:46": already UTC, so only a "Z" is missing.
-_PLAIN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+_PLAIN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}").fullmatch
 
 
 def parse_time(value: object) -> datetime | None:
@@ -59,15 +59,20 @@ def _outcome(status: str) -> str:
 
 
 def _time_field(value: object) -> tuple[datetime | None, str | None]:
-    """(parsed, formatted) for a time field; the common API shape skips the re-formatting."""
-    if isinstance(value, str) and _PLAIN.fullmatch(value):
+    """(parsed, formatted) for a time field; the common API shape skips the re-formatting.
+
+    The parsed time is naive UTC, only ever subtracted from another: attaching a tzinfo costs
+    more than parsing (1.1 us against 0.15 us, twice per record).
+    """
+    if isinstance(value, str) and _PLAIN(value):
         try:
-            moment = datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return datetime.fromisoformat(value), value + "Z"
         except ValueError:
             return None, None
-        return moment, value + "Z"
     parsed = parse_time(value)
-    return parsed, format_time(parsed)
+    if parsed is None:
+        return None, None
+    return parsed.replace(tzinfo=None), format_time(parsed)
 
 
 def outcome_of(status: object) -> str:
