@@ -22,6 +22,8 @@ Shape of one pass (all inside one anyio task group)::
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,15 +65,46 @@ class ClusterUnit:
     cluster_id: str
     name: str | None
 
-    @classmethod
-    def of(cls, project: Project, signer: Signer, cluster: dict[str, Any]) -> ClusterUnit:
-        name = cluster.get("name")
-        return cls(
-            project=project,
-            signer=signer,
-            cluster_id=cluster["id"],
-            name=name if isinstance(name, str) else None,
-        )
+
+class Backlog:
+    """One project's listed clusters not yet handed to its endpoint's queue.
+
+    Packed as JSON lines of ``[id, name]``: about 60 bytes a cluster, where a ClusterUnit kept
+    in a dict costs about 280. When every project of a large fleet is listed long before its
+    clusters are paged (each project on its own endpoint), this is what the waiting costs.
+    """
+
+    __slots__ = ("_at", "_packed", "project", "signer")
+
+    def __init__(
+        self, project: Project, signer: Signer, clusters: Iterable[tuple[str, str | None]]
+    ) -> None:
+        self.project = project
+        self.signer = signer
+        nl = orjson.OPT_APPEND_NEWLINE
+        self._packed = b"".join(orjson.dumps(pair, option=nl) for pair in clusters)
+        self._at = 0
+
+    def take(self) -> ClusterUnit | None:
+        """The next waiting cluster, or None when none is left."""
+        unit, self._at = self._unit_at(self._at)
+        return unit
+
+    def waiting(self) -> Iterator[ClusterUnit]:
+        """The clusters not taken yet, leaving them in place."""
+        at = self._at
+        while True:
+            unit, at = self._unit_at(at)
+            if unit is None:
+                return
+            yield unit
+
+    def _unit_at(self, at: int) -> tuple[ClusterUnit | None, int]:
+        if at >= len(self._packed):
+            return None, at
+        end = self._packed.index(b"\n", at)
+        cluster_id, name = orjson.loads(self._packed[at:end])
+        return ClusterUnit(self.project, self.signer, cluster_id, name), end + 1
 
 
 def error_line(
@@ -123,6 +156,9 @@ class Collection:
         # Everything known and not finished, for an exact report when a run is cut short.
         self.pending_accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
         self.pending_projects: dict[str, Project] = {}
+        #: Clusters listed and not yet queued, packed per project.
+        self.backlogs: set[Backlog] = set()
+        #: Clusters queued or being paged (at most the endpoints' queues and slots hold).
         self.pending_clusters: dict[str, ClusterUnit] = {}
         #: Projects whose clusters were listed in this run (the delta export needs them).
         self.listed_projects: set[str] = set()
@@ -225,17 +261,20 @@ class Collection:
             await slot.acquire()
             CURRENT_SLOT.set(slot)
             try:
-                units = await self._discover_project_now(project, signer)
+                backlog = await self._discover_project_now(project, signer)
             finally:
                 CURRENT_SLOT.set(None)
                 slot.release()
+            if backlog is None:
+                return
             # Queueing waits for the endpoint's workers; an endpoint queues two projects at a
             # time, so it cannot list its whole inventory ahead of its paging.
             async with self._listing_slots(project.region):
-                for unit in units:
-                    if self.stopping:
-                        return
+                while not self.stopping and (unit := backlog.take()) is not None:
+                    self.pending_clusters[unit.cluster_id] = unit
                     await self._enqueue(unit)
+            if not self.stopping:
+                self.backlogs.discard(backlog)
         finally:
             self.barrier.leave()
 
@@ -245,7 +284,7 @@ class Collection:
             slots = self._listing[endpoint] = Gate(LISTINGS_PER_ENDPOINT)
         return slots
 
-    async def _discover_project_now(self, project: Project, signer: Signer) -> list[ClusterUnit]:
+    async def _discover_project_now(self, project: Project, signer: Signer) -> Backlog | None:
         try:
             listing = await list_clusters(
                 self.client, project, signer, route=Route(project.account, project.region)
@@ -258,7 +297,7 @@ class Collection:
                 region=project.region,
                 project_id=project.id,
             )
-            return []
+            return None
         del self.pending_projects[project.id]
         self.listed_projects.add(project.id)
         clusters = listing.clusters
@@ -287,16 +326,17 @@ class Collection:
         self.stats.clusters += len(clusters)
         # A resumed run skips what an earlier session of it finished (counted from the journal).
         done = self.sink.completed
-        units = []
+        waiting: list[tuple[str, str | None]] = []
         for cluster in clusters:
             # Every listed cluster is in the inventory (a resumed run joins it with the
             # clusters an earlier session finished); only unfinished ones are paged.
             self.sink.add_inventory(cluster["id"], orjson.dumps(cluster))
             if cluster["id"] not in done:
-                unit = ClusterUnit.of(project, signer, cluster)
-                self.pending_clusters[unit.cluster_id] = unit
-                units.append(unit)
-        return units
+                name = cluster.get("name")
+                waiting.append((cluster["id"], name if isinstance(name, str) else None))
+        backlog = Backlog(project, signer, waiting)
+        self.backlogs.add(backlog)
+        return backlog
 
     async def _enqueue(self, unit: ClusterUnit) -> None:
         endpoint = unit.project.region
@@ -481,7 +521,8 @@ class Collection:
                 )
             )
             lines += 1
-        for unit in self.pending_clusters.values():
+        waiting = (unit for backlog in self.backlogs for unit in backlog.waiting())
+        for unit in itertools.chain(self.pending_clusters.values(), waiting):
             project = unit.project
             self.sink.add_error(
                 error_line(

@@ -358,24 +358,39 @@ class ExportSink:
     def _joined_clusters(self) -> Iterable[bytes]:
         """clusters.jsonl: each finished cluster's line with its ClusterInfo from the inventory.
 
-        Memory: one finished line per cluster (a few hundred bytes), never the ClusterInfos.
+        Memory: a file offset per finished cluster (the lines are read back from staging as
+        they are joined), never the lines themselves nor the ClusterInfos.
         """
-        finished: dict[str, bytes] = {}
-        for chunk in _lines(self._chunks("clusters")):
-            finished[orjson.loads(chunk)["cluster_id"]] = chunk
-        nl = orjson.OPT_APPEND_NEWLINE
-        for chunk in _lines(self._chunks("inventory")):
-            listed = orjson.loads(chunk)
-            done = finished.pop(listed["cluster_id"], None)
-            if done is not None:
-                row = orjson.loads(done)
-                row["cluster"] = listed["cluster"]
-                yield orjson.dumps(row, option=nl)
-        for done in finished.values():
-            # Finished in an earlier session, but its project was not listed in this one.
-            row = orjson.loads(done)
-            row["cluster"] = {"id": row["cluster_id"]}
-            yield orjson.dumps(row, option=nl)
+        path = self._staged("clusters")
+        finished: dict[str, int] = {}
+        try:
+            with open(path, "rb") as fh:
+                offset = 0
+                for line in fh:
+                    if line.strip():
+                        finished[orjson.loads(line)["cluster_id"]] = offset
+                    offset += len(line)
+                nl = orjson.OPT_APPEND_NEWLINE
+
+                def row_at(at: int) -> dict[str, Any]:
+                    fh.seek(at)
+                    row: dict[str, Any] = orjson.loads(fh.readline())
+                    return row
+
+                for chunk in _lines(self._chunks("inventory")):
+                    listed = orjson.loads(chunk)
+                    at = finished.pop(listed["cluster_id"], None)
+                    if at is not None:
+                        row = row_at(at)
+                        row["cluster"] = listed["cluster"]
+                        yield orjson.dumps(row, option=nl)
+                for at in finished.values():
+                    # Finished in an earlier session, but its project was not listed in this one.
+                    row = row_at(at)
+                    row["cluster"] = {"id": row["cluster_id"]}
+                    yield orjson.dumps(row, option=nl)
+        except OSError as exc:
+            raise SinkError(f"cannot read staging file: {_describe(exc, path)}") from exc
 
     def _chunks(self, kind: str) -> Iterable[bytes]:
         path = self._staged(kind)

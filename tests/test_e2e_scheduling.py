@@ -141,6 +141,12 @@ async def test_deadline_publishes_what_completed_and_lists_the_rest(tmp_path: Pa
     assert len(undone) == counts["units_not_collected"]
     listed = {e["cluster_id"] for e in undone if e["unit"] == "cluster"}
     assert not listed & done
+    assert listed, "clusters listed but never paged must be named one by one"
+    # A project that was listed accounts for each of its clusters: done, or named undone.
+    unlisted_projects = {e["project_id"] for e in undone if e["unit"] == "project"}
+    for _a, project, cluster in fleet.iter_clusters():
+        if project.id not in unlisted_projects:
+            assert cluster.id in done | listed
 
 
 def _write_config(path: Path, fleet: Fleet, url: str, env: dict[str, str]) -> None:
