@@ -18,18 +18,18 @@ import structlog
 
 from collector.config import Config
 from collector.errors import ConfigError, SinkError
-from collector.outdir import (
+from collector.manifest import (
     MANIFEST_NAME,
-    RunLock,
     StartMode,
     config_fingerprint,
     decide_start,
     existing_run,
     find_unfinished,
     read_manifest,
-    render_dir,
     write_manifest,
 )
+from collector.outdir import render_dir
+from collector.runlock import RunLock
 from collector.shards import Shard
 from collector.sinks import KINDS, STAGING, SUMMARY
 

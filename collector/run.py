@@ -26,7 +26,7 @@ from collector.config import Config
 from collector.delta import changes, check_earlier_run
 from collector.exportdir import Claimed, claim
 from collector.limits import Governor, GovernorSettings, PassBarrier, RateSettings
-from collector.outdir import StartMode
+from collector.manifest import StartMode
 from collector.retry import RetryPolicy
 from collector.scheduler import Collection
 from collector.shards import Shard

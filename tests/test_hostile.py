@@ -14,7 +14,7 @@ import pytest
 
 from collector.config import HttpConfig, PagingConfig, RetryConfig
 from collector.demo import fleet_config
-from collector.outdir import MANIFEST_NAME
+from collector.manifest import MANIFEST_NAME
 from collector.run import RunResult, collect
 from collector.simulator.faults import (
     HOSTILE_LISTINGS,

@@ -17,22 +17,20 @@ from pathlib import Path
 import pytest
 
 from collector.errors import ConfigError, SinkError
-from collector.outdir import (
-    LOCK_NAME,
+from collector.manifest import (
     MANIFEST_NAME,
     SUMMARY_NAME,
     ExistingRun,
-    RunLock,
     StartMode,
     config_fingerprint,
     decide_start,
     existing_run,
     find_unfinished,
-    glob_pattern,
     read_manifest,
-    render_dir,
     write_manifest,
 )
+from collector.outdir import glob_pattern, render_dir
+from collector.runlock import LOCK_NAME, RunLock
 
 # 2024-02-29 23:59:58 UTC, seen from UTC+05:30: the local date is already March 1st.
 STARTED = datetime(2024, 3, 1, 5, 29, 58, tzinfo=timezone(timedelta(hours=5, minutes=30)))
@@ -162,7 +160,7 @@ def test_a_lock_held_by_another_process_is_refused(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from collector.outdir import RunLock\n"
+        "from collector.runlock import RunLock\n"
         "lock = RunLock.acquire(Path(sys.argv[1]), run_id='holder')\n"
         "print('locked', flush=True)\n"
         "sys.stdin.read()\n"
@@ -219,7 +217,7 @@ RACER = """
 import sys, time
 from pathlib import Path
 from collector.errors import SinkError
-from collector.outdir import RunLock
+from collector.runlock import RunLock
 directory, go = Path(sys.argv[1]), Path(sys.argv[2])
 deadline = time.monotonic() + 10
 while not go.exists() and time.monotonic() < deadline:
