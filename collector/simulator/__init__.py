@@ -4,6 +4,9 @@
   upgrade records) and the mutations that change it;
 - :mod:`~collector.simulator.faults`: the switches that make the server misbehave, and its counters;
 - :mod:`~collector.simulator.app`: the aiohttp application speaking the real API and signature;
+- :mod:`~collector.simulator.misbehave`: what it sends instead when a fault or hostile behaviour
+  is on (error pages, damaged deliveries, bodies that lie);
+- :mod:`~collector.simulator.responses`: the body shapes both share (JSON, error bodies);
 - :mod:`~collector.simulator.server`: running it (async context, background thread, foreground).
 
 Only tests, ``demo`` and ``simulate`` import this package; the collector itself never does.

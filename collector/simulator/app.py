@@ -19,6 +19,11 @@ Each request goes through the same steps, gateway first, service last:
    (wrong shapes, bad identifiers, endless pages), or a records answer delivered so as to hurt
    (a huge chunked body, no answer at all, a trickle).
 
+This module is the pipeline and the well-behaved API. What the server sends when it misbehaves
+(a fault's answer, a damaged delivery, a hostile behaviour) is built and delivered by
+:mod:`~collector.simulator.misbehave`; the body shapes both share (JSON, the gateway's errors,
+an IAM project) are in :mod:`~collector.simulator.responses`.
+
 The error codes the documentation names (``APIG.0301``, ``APIG.0308``) are the real ones; the
 ``DWS.xxxx`` codes are plausible stand-ins, since clients must key on the HTTP status.
 """
@@ -26,19 +31,15 @@ The error codes the documentation names (``APIG.0301``, ``APIG.0308``) are the r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import re
-import socket
-import struct
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Final, Literal
 from urllib.parse import parse_qsl, urlencode
 
-import orjson
 from aiohttp import web
 
 from collector.auth import (
@@ -48,14 +49,27 @@ from collector.auth import (
     signature,
     string_to_sign,
 )
-from collector.simulator.faults import (
-    NO_RESPONSE,
-    Faults,
-    HostileIam,
-    HostileListing,
-    HostileRecords,
-)
+from collector.simulator.faults import NO_RESPONSE, Faults
 from collector.simulator.fleet import Fleet, SimAccount, SimProject
+from collector.simulator.misbehave import (
+    HOSTILE_DELIVERIES,
+    fault_response,
+    hostile_iam,
+    hostile_listing,
+    hostile_records,
+    proxy_page,
+    reset_connection,
+    send_hostile,
+    send_stalled,
+    send_truncated,
+)
+from collector.simulator.responses import (
+    gateway_error,
+    iam_project,
+    json_response,
+    service_error,
+    throttled,
+)
 
 RouteKind = Literal["iam", "clusters", "records", "other"]
 Delivery = Literal["normal", "truncate", "stall", "reset"]
@@ -67,44 +81,11 @@ FAULTS_KEY: Final = web.AppKey("faults", Faults)
 
 #: The gateway rejects a signature whose X-Sdk-Date is further than this from its clock.
 MAX_CLOCK_SKEW: Final = timedelta(minutes=15)
-#: The limit the doc's throttling message quotes when a random 429 fires.
-_RANDOM_THROTTLE_LIMIT: Final = 50
 _DEFAULT_LIMIT: Final = 10
 _IAM_MAX_PER_PAGE: Final = 5000
 _INTEGER: Final = re.compile(r"-?[0-9]+")
 _NO_SUCH_API: Final = "The API does not exist or has not been published in the environment"
 _DELIVERIES: Final[dict[str, Delivery]] = {"ok": "normal", "truncate": "truncate", "stall": "stall"}
-#: Hostile records behaviours that hurt through the delivery, not the body.
-_HOSTILE_DELIVERIES: Final = frozenset({"huge_body", "never_answer", "trickle"})
-#: The "deep_nesting" depth: far beyond any JSON parser's recursion limit.
-_HOSTILE_DEPTH: Final = 100_000
-#: The extra cluster ids of the hostile cluster lists ("newline" and "not_uuid" are built).
-_BAD_CLUSTER_IDS: Final[dict[str, object]] = {
-    "traversal": "../../etc/passwd",
-    "slash": "a/b",
-    "query": "x?y",
-    "fragment": "x#y",
-    "percent": "%2e%2e",
-    "control": "ab\x00cd\x07",
-    "id_not_string": 12345,
-}
-#: Error code suffix and message for statuses a fault makes the service itself answer.
-_SERVICE_ERRORS: Final = {
-    400: ("0001", "Invalid request parameter."),
-    403: ("0004", "Permission denied."),
-    404: ("0015", "The resource does not exist."),
-}
-
-_BAD_GATEWAY_HTML: Final = (
-    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    b"</body>\r\n</html>\r\n"
-)
-_PROXY_PAGE_HTML: Final = (
-    b"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Access Verification</title>"
-    b"</head><body><h1>Please wait while we verify your request</h1>"
-    b"<p>This page was served by a proxy, not by the API.</p></body></html>\n"
-)
 
 
 def build_app(fleet: Fleet, faults: Faults) -> web.Application:
@@ -170,7 +151,7 @@ class _Simulator:
             self._mutate(request.match_info["project_id"], cluster_id, seen)
         if reply.delivery == "reset":
             faults.count_status(NO_RESPONSE)
-            _reset_connection(request)
+            reset_connection(request)
             # aiohttp's attempt to send this on the dead connection is dropped quietly.
             return reply.response
         response = reply.response
@@ -179,20 +160,20 @@ class _Simulator:
         if kind == "iam":
             response.headers["X-IAM-Trace-Id"] = request_id
         hostile = None if cluster_id is None else faults.hostile.get(cluster_id)
-        if hostile in _HOSTILE_DELIVERIES and reply.delivery == "normal" and response.status == 200:
-            return await _send_hostile(request, response, hostile, faults)
+        if hostile in HOSTILE_DELIVERIES and reply.delivery == "normal" and response.status == 200:
+            return await send_hostile(request, response, hostile, faults)
         faults.count_status(response.status)
         if reply.delivery == "truncate":
-            return await _send_truncated(request, response)
+            return await send_truncated(request, response)
         if reply.delivery == "stall":
-            return await _send_stalled(request, response, faults.stall_seconds)
+            return await send_stalled(request, response, faults.stall_seconds)
         return response
 
     async def _answer(
         self, request: web.Request, kind: RouteKind, handler: ApiHandler | None
     ) -> _Reply:
         if handler is None:
-            return _Reply(_gateway_error(404, "APIG.0101", _NO_SUCH_API))
+            return _Reply(gateway_error(404, "APIG.0101", _NO_SUCH_API))
         try:
             account = await self._admit(request)
             draw = self.faults.draw()
@@ -205,8 +186,8 @@ class _Simulator:
             assert draw.status is not None
             return _Reply(self._fault_status(draw.status, kind))
         if draw.outcome == "reset":
-            return _Reply(_gateway_error(503, "APIG.0202", "Connection reset"), "reset")
-        return _Reply(web.Response(body=_PROXY_PAGE_HTML, content_type="text/html"))
+            return _Reply(gateway_error(503, "APIG.0202", "Connection reset"), "reset")
+        return _Reply(proxy_page())
 
     async def _admit(self, request: web.Request) -> SimAccount:
         """What the gateway checks before the service sees a request: region, signature, rate."""
@@ -214,11 +195,11 @@ class _Simulator:
         project = None if project_id is None else self.fleet.project(project_id)
         region = None if project is None else project.region
         if region is not None and self.faults.region_is_down(region):
-            raise _Refused(_gateway_error(503, "APIG.0202", "Region down"), "reset")
+            raise _Refused(gateway_error(503, "APIG.0202", "Region down"), "reset")
         account = await self._authenticate(request)
         # Huawei Cloud throttles per user and per API; each region is its own gateway.
         if not self.faults.take_token(account.ak if region is None else f"{account.ak}@{region}"):
-            raise _Refused(self._throttled(self.faults.rate_limit))
+            raise _Refused(throttled(self.faults.rate_limit, self.faults.retry_after))
         status = None if region is None else self.faults.region_status.get(region)
         if status is not None:
             raise _Refused(self._fault_status(status, "records"))
@@ -267,47 +248,23 @@ class _Simulator:
         elif self.fleet.record_count(project_id, cluster_id) > mutation.index:
             self.fleet.remove_record(project_id, cluster_id, mutation.index)
 
-    def _throttled(self, limit: float | None) -> web.Response:
-        shown = _RANDOM_THROTTLE_LIMIT if limit is None else f"{limit:g}"
-        response = _gateway_error(
-            429,
-            "APIG.0308",
-            "The throttling threshold has been reached: "
-            f"policy user over ratelimit,limit:{shown},time:1 second",
-        )
-        if self.faults.retry_after is not None:
-            response.headers["Retry-After"] = str(self.faults.retry_after)
-        return response
-
     def _fault_status(self, status: int, kind: RouteKind) -> web.Response:
-        if status == 429:
-            return self._throttled(None)
-        if status == 502:
-            # A proxy in front of the gateway answers, in its own format.
-            return web.Response(status=502, body=_BAD_GATEWAY_HTML, content_type="text/html")
-        if status == 503:
-            return _gateway_error(503, "APIG.0202", "Backend unavailable")
-        if status == 504:
-            return _gateway_error(504, "APIG.0203", "Backend timeout")
-        if status == 401:
-            return _gateway_error(401, "APIG.0301", "Incorrect IAM authentication information")
         service = "IAM" if kind == "iam" else "DWS"
-        code, message = _SERVICE_ERRORS.get(status, ("0000", "Internal server error."))
-        return _service_error(status, f"{service}.{code}", message)
+        return fault_response(status, service, self.faults.retry_after)
 
     # -- IAM ------------------------------------------------------------------------------------
 
     async def auth_projects(self, request: web.Request, account: SimAccount) -> web.Response:
         base = _base_url(request)
-        projects: list[object] = [_iam_project(project, base) for project in account.iam_projects]
+        projects: list[object] = [iam_project(project, base) for project in account.iam_projects]
         body: dict[str, object] = {
             "projects": projects,
             "links": {"self": f"{base}/v3/auth/projects"},
         }
         hostile = self.faults.hostile_iam.get(account.name)
         if hostile is not None:
-            _hostile_iam(hostile, body, account, base)
-        return _json(body)
+            hostile_iam(hostile, body, account, base)
+        return json_response(body)
 
     async def projects(self, request: web.Request, account: SimAccount) -> web.Response:
         query = request.query
@@ -340,7 +297,7 @@ class _Simulator:
             )
         else:
             links["next"] = None
-        return _json({"projects": [_iam_project(p, base) for p in selected], "links": links})
+        return json_response({"projects": [iam_project(p, base) for p in selected], "links": links})
 
     async def auth_domains(self, request: web.Request, account: SimAccount) -> web.Response:
         base = _base_url(request)
@@ -351,7 +308,7 @@ class _Simulator:
             "links": {"self": f"{base}/v3/domains/{account.domain_id}"},
             "description": "",
         }
-        return _json({"domains": [domain], "links": {"self": f"{base}/v3/auth/domains"}})
+        return json_response({"domains": [domain], "links": {"self": f"{base}/v3/auth/domains"}})
 
     # -- DWS ------------------------------------------------------------------------------------
 
@@ -365,19 +322,19 @@ class _Simulator:
             clusters = []
         hostile = self.faults.hostile_projects.get(project.id)
         if hostile is not None:
-            return _json(_hostile_listing(hostile, project.id, clusters))
-        return _json({"clusters": clusters, "count": len(clusters)})
+            return json_response(hostile_listing(hostile, project.id, clusters))
+        return json_response({"clusters": clusters, "count": len(clusters)})
 
     async def records(self, request: web.Request, account: SimAccount) -> web.Response:
         project = self._project(request, account)
         cluster_id = request.match_info["cluster_id"]
         if self.fleet.cluster(project.id, cluster_id) is None:
-            return _service_error(404, "DWS.0015", f"The cluster {cluster_id} does not exist.")
+            return service_error(404, "DWS.0015", f"The cluster {cluster_id} does not exist.")
         failure = self.faults.take_cluster_failure(cluster_id)
         if failure is not None:
             return self._fault_status(failure, "records")
         if self.fleet.is_gone(project.id, cluster_id):
-            return _service_error(404, "DWS.0015", f"The cluster {cluster_id} does not exist.")
+            return service_error(404, "DWS.0015", f"The cluster {cluster_id} does not exist.")
         offset, limit = self._paging(request)
         page_cap = self.faults.page_cap
         size = min(limit, page_cap) if page_cap is not None else limit
@@ -385,11 +342,11 @@ class _Simulator:
         history = self.fleet.history(project.id, cluster_id)
         page = history[start : start + size]
         hostile = self.faults.hostile.get(cluster_id)
-        if hostile is not None and hostile not in _HOSTILE_DELIVERIES:
-            return _hostile_records(hostile, cluster_id, history, start=start, size=size)
+        if hostile is not None and hostile not in HOSTILE_DELIVERIES:
+            return hostile_records(hostile, cluster_id, history, start=start, size=size)
         if self.faults.include_count:
-            return _json({"count": len(history), "records": page})
-        return _json({"records": page})
+            return json_response({"count": len(history), "records": page})
+        return json_response({"records": page})
 
     def _paging(self, request: web.Request) -> tuple[int, int]:
         """offset and limit from the query; raises :class:`_Refused` (400) when invalid."""
@@ -398,14 +355,12 @@ class _Simulator:
         max_limit = self.faults.max_limit
         if offset is None or offset < 0:
             raise _Refused(
-                _service_error(
-                    400, "DWS.0001", "Invalid parameter: offset must be an integer >= 0."
-                )
+                service_error(400, "DWS.0001", "Invalid parameter: offset must be an integer >= 0.")
             )
         if limit is None or limit <= 0 or (max_limit is not None and limit > max_limit):
             bound = "" if max_limit is None else f" and <= {max_limit}"
             raise _Refused(
-                _service_error(
+                service_error(
                     400, "DWS.0001", f"Invalid parameter: limit must be an integer > 0{bound}."
                 )
             )
@@ -417,7 +372,7 @@ class _Simulator:
         project = self.fleet.project(project_id)
         if project is None or not project.is_region:
             raise _Refused(
-                _service_error(404, "DWS.0014", f"The project {project_id} does not exist.")
+                service_error(404, "DWS.0014", f"The project {project_id} does not exist.")
             )
         owner = self.fleet.owner(project_id)
         if owner is None or owner.ak != account.ak:
@@ -444,12 +399,12 @@ class _Refused(Exception):
 
 def _unauthorized(reason: str) -> _Refused:
     return _Refused(
-        _gateway_error(401, "APIG.0301", f"Incorrect IAM authentication information: {reason}")
+        gateway_error(401, "APIG.0301", f"Incorrect IAM authentication information: {reason}")
     )
 
 
 def _forbidden(reason: str) -> _Refused:
-    return _Refused(_service_error(403, "DWS.0004", f"Permission denied: {reason}"))
+    return _Refused(service_error(403, "DWS.0004", f"Permission denied: {reason}"))
 
 
 def _check_date(sdk_date: str) -> None:
@@ -474,38 +429,10 @@ def _check_token(account: SimAccount, token: str | None, signed: tuple[str, ...]
         raise _unauthorized("the security token does not belong to this access key")
 
 
-def _json(payload: object, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(payload), content_type="application/json", charset="utf-8"
-    )
-
-
-def _gateway_error(status: int, code: str, message: str) -> web.Response:
-    # The gateway's own errors carry a request_id field besides the header.
-    return _json({"error_code": code, "error_msg": message, "request_id": uuid.uuid4().hex}, status)
-
-
-def _service_error(status: int, code: str, message: str) -> web.Response:
-    return _json({"error_code": code, "error_msg": message}, status)
-
-
 def _keystone_error(status: int, message: str) -> web.Response:
     # IAM's own (Keystone) error shape; the SDK digs error.code/error.message out of it.
     title = "Bad Request" if status == 400 else "Error"
-    return _json({"error": {"code": status, "message": message, "title": title}}, status)
-
-
-def _iam_project(project: SimProject, base: str) -> dict[str, Any]:
-    return {
-        "domain_id": project.domain_id,
-        "is_domain": False,
-        "parent_id": project.parent_id,
-        "name": project.name,
-        "description": "",
-        "links": {"self": f"{base}/v3/projects/{project.id}"},
-        "id": project.id,
-        "enabled": True,
-    }
+    return json_response({"error": {"code": status, "message": message, "title": title}}, status)
 
 
 def _base_url(request: web.Request) -> str:
@@ -519,178 +446,3 @@ def _integer(text: str) -> int | None:
 def _positive(text: str) -> int | None:
     value = _integer(text)
     return value if value is not None and value >= 1 else None
-
-
-def _reset_connection(request: web.Request) -> None:
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        # Linger 0 makes close() send RST: the client sees "connection reset by peer", not EOF.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
-async def _send_truncated(request: web.Request, response: web.Response) -> web.StreamResponse:
-    body = bytes(response.body) if isinstance(response.body, bytes | bytearray) else b""
-    stream = _stream_like(response, len(body))
-    await stream.prepare(request)
-    await stream.write(body[: len(body) // 2])
-    if request.transport is not None:
-        # A graceful close after half the promised bytes: the client reads a short body.
-        request.transport.close()
-    return stream
-
-
-async def _send_stalled(
-    request: web.Request, response: web.Response, seconds: float
-) -> web.StreamResponse:
-    body = bytes(response.body) if isinstance(response.body, bytes | bytearray) else b""
-    stream = _stream_like(response, len(body))
-    await stream.prepare(request)
-    await asyncio.sleep(seconds)
-    # The client may have given up waiting, which is the point of a stall.
-    with contextlib.suppress(ConnectionError):
-        await stream.write(body)
-    return stream
-
-
-def _hostile_records(
-    behaviour: HostileRecords,
-    cluster_id: str,
-    history: list[dict[str, Any]],
-    *,
-    start: int,
-    size: int,
-) -> web.Response:
-    """A records page rewritten to lie in the way ``behaviour`` names."""
-    page = history[start : start + size]
-    count: object = len(history)
-    records: object = page
-    extra: dict[str, object] = {}
-    if behaviour == "records_not_list":
-        records = {"item_id": "not-a-list"}
-    elif behaviour == "record_not_object":
-        records = [*page[:-1], "not an object"] if page else ["not an object"]
-    elif behaviour == "count_string":
-        count = str(len(history))
-    elif behaviour == "missing_fields":
-        records = [{"item_id": record["item_id"]} for record in page]
-    elif behaviour == "unknown_fields":
-        records = [{**record, "x_hostile": {"nested": [1, 2]}} for record in page]
-        extra = {"x_unknown_top_level": True}
-    elif behaviour == "oversized_page":
-        wanted = size + 5
-        records = history[start : start + wanted]
-        records += _filler(cluster_id, start + len(records), wanted - len(records))
-    elif behaviour == "endless":
-        # Always one page more than served so far, and never the same record twice.
-        records, count = _filler(cluster_id, start, size), start + 2 * size
-    elif behaviour == "non_utf8":
-        body = b'{"count": 1, "records": [{"item_id": "\xff\xfe\xc3\x28"}]}'
-        return web.Response(body=body, content_type="application/json")
-    elif behaviour == "deep_nesting":
-        nested = b"[" * _HOSTILE_DEPTH + b"]" * _HOSTILE_DEPTH
-        return web.Response(
-            body=b'{"count": 1, "records": ' + nested + b"}", content_type="application/json"
-        )
-    return _json({"count": count, "records": records, **extra})
-
-
-def _filler(cluster_id: str, start: int, count: int) -> list[dict[str, Any]]:
-    """``count`` made-up records from index ``start``: the same index, the same record."""
-    return [
-        {
-            "item_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"hostile/{cluster_id}/{index}")),
-            "status": "UPGRADE_SUCCESS",
-            "record_type": "upgrade",
-        }
-        for index in range(start, start + max(count, 0))
-    ]
-
-
-def _hostile_listing(
-    behaviour: HostileListing, project_id: str, clusters: list[dict[str, Any]]
-) -> dict[str, object]:
-    """A cluster list body rewritten to carry the bad entries ``behaviour`` names."""
-    if behaviour == "clusters_not_list":
-        return {"clusters": {"id": "not-a-list"}, "count": len(clusters)}
-    almost = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hostile/{project_id}"))
-    bad_ids: dict[str, object] = {
-        **_BAD_CLUSTER_IDS,
-        "newline": almost + "\n",
-        "not_uuid": almost.replace("-", ""),
-    }
-    names = list(bad_ids) if behaviour == "bad_ids" else [behaviour]
-    extra: list[object] = [
-        {"id": bad_ids[name], "name": f"hostile-{name}", "status": "AVAILABLE"}
-        for name in names
-        if name in bad_ids
-    ]
-    if behaviour in ("entry_not_object", "bad_ids"):
-        extra.append("not an object")
-    entries: list[object] = [*clusters, *extra]
-    return {"clusters": entries, "count": len(entries)}
-
-
-def _hostile_iam(
-    behaviour: HostileIam, body: dict[str, object], account: SimAccount, base: str
-) -> None:
-    """Rewrite an IAM project list body in place to lie in the way ``behaviour`` names."""
-    if behaviour == "projects_not_list":
-        body["projects"] = {"id": "not-a-list"}
-        return
-    projects = body["projects"]
-    assert isinstance(projects, list)
-    if behaviour == "project_not_object":
-        projects.append("not an object")
-        return
-    # Named like a real region project, so only the id itself can give it away.
-    region = next(project for project in account.iam_projects if project.is_region)
-    bad = _iam_project(region, base)
-    bad["id"] = "../x"
-    bad["links"] = {"self": f"{base}/v3/projects/../x"}
-    projects.append(bad)
-
-
-async def _send_hostile(
-    request: web.Request, response: web.Response, behaviour: str | None, faults: Faults
-) -> web.StreamResponse:
-    """Deliver a records answer so as to hurt: huge and chunked, never, or a byte at a time."""
-    if behaviour == "never_answer":
-        # The request was read in full; the connection stays open and silent.
-        await asyncio.sleep(faults.hostile_seconds)
-        faults.count_status(response.status)
-        return response
-    faults.count_status(response.status)
-    body = bytes(response.body) if isinstance(response.body, bytes | bytearray) else b""
-    if behaviour == "huge_body":
-        stream = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        stream.enable_chunked_encoding()
-        await stream.prepare(request)
-        chunk = b" " * (64 * 1024)
-        with contextlib.suppress(ConnectionError):
-            await stream.write(b'{"count": 0, "records": [')
-            for _ in range(faults.hostile_body_bytes // len(chunk)):
-                await stream.write(chunk)
-            await stream.write(b"]}")
-        return stream
-    stream = _stream_like(response, len(body))
-    await stream.prepare(request)
-    loop = asyncio.get_running_loop()
-    until = loop.time() + faults.hostile_seconds
-    with contextlib.suppress(ConnectionError):
-        sent = 0
-        while sent < len(body) and loop.time() < until:
-            await stream.write(body[sent : sent + 1])
-            sent += 1
-            await asyncio.sleep(faults.trickle_interval)
-        await stream.write(body[sent:])
-    return stream
-
-
-def _stream_like(response: web.Response, length: int) -> web.StreamResponse:
-    stream = web.StreamResponse(status=response.status, headers=response.headers)
-    stream.content_length = length
-    return stream
