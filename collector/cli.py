@@ -221,7 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from collector.report import build_report, parse_since, render
+    from collector.report import build_report, parse_since
+    from collector.reportview import render
 
     since = parse_since(args.since) if args.since is not None else None
     with build_report(args.dir, since=since, now=datetime.now(UTC)) as report:

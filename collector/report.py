@@ -23,20 +23,22 @@ the inventory) keep about 250 bytes per cluster (25 MB for 100,000), and every l
 prints (failed upgrades, clusters without success, clusters without records) is spooled to a
 temporary file as it is found, past a few MiB, so a complete list never has to fit in memory.
 Lists come out in file order (clusters as collected, each cluster's records newest first).
+
+This module reads and computes; :mod:`collector.reportview` writes a :class:`Report` out as a
+table, JSON or CSV.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Generic, Literal, Self, TextIO, TypeVar
+from typing import Final, Generic, Self, TypeVar
 
 import msgspec
 import orjson
@@ -45,9 +47,6 @@ from collector.compression import Compression, iter_lines, suffix
 from collector.errors import CollectorError, ConfigError
 from collector.normalize import outcome_of, parse_time
 from collector.sinks import STAGING
-
-Format = Literal["table", "json", "csv"]
-FORMATS: Final = ("table", "json", "csv")
 
 #: The outcomes every report lists, in this order, even at zero; others follow if present.
 OUTCOMES: Final = ("success", "failed", "running", "unknown")
@@ -74,6 +73,17 @@ def parse_since(text: str) -> timedelta:
     if amount == 0:
         raise ConfigError(f"--since {text!r} must be longer than zero")
     return timedelta(seconds=amount * _UNIT_SECONDS[match.group(2)])
+
+
+def since_text(since: timedelta | None) -> str | None:
+    """A window as ``--since`` spells it (``30d``, ``12h``, ``2w``), or None."""
+    if since is None:
+        return None
+    seconds = int(since.total_seconds())
+    for unit in ("w", "d", "h"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
 
 
 # -- rows ------------------------------------------------------------------------------------
@@ -308,6 +318,11 @@ def _why(exc: msgspec.DecodeError) -> str:
     return f"not JSON ({exc})"
 
 
+def utc_text(moment: datetime | None) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SSZ``, the form exports hold, or None."""
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _moment(value: object) -> str | None:
     """A record time as ``YYYY-MM-DDTHH:MM:SSZ``, whose text order is time order.
 
@@ -316,7 +331,7 @@ def _moment(value: object) -> str | None:
     """
     if isinstance(value, str) and len(value) == 20 and value[10] == "T" and value[19] == "Z":
         return value
-    return _utc(parse_time(value))
+    return utc_text(parse_time(value))
 
 
 def _text(value: object) -> str | None:
@@ -396,7 +411,7 @@ class _Builder:
 
     def __init__(self, *, window_start: datetime | None) -> None:
         self.window_start = window_start
-        self.cutoff = "" if window_start is None else _utc(window_start) or ""
+        self.cutoff = "" if window_start is None else utc_text(window_start) or ""
         self.states: dict[str, _ClusterState] = {}
         # One string object per distinct version, not one per cluster.
         self.interned: dict[str, str] = {}
@@ -490,230 +505,3 @@ class _Builder:
             # "gone" was read (a 404: deleted), so its empty history is as known as "ok"'s.
             if line.collection not in ("ok", "gone"):
                 self.uncollected += 1
-
-
-# -- rendering -------------------------------------------------------------------------------
-
-
-def _utc(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _since_text(since: timedelta | None) -> str | None:
-    if since is None:
-        return None
-    seconds = int(since.total_seconds())
-    for unit in ("w", "d", "h"):
-        if seconds % _UNIT_SECONDS[unit] == 0:
-            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
-    return f"{seconds}s"
-
-
-def _window_label(report: Report) -> str:
-    if report.window_start is None:
-        return f"all history (up to {_utc(report.now)})"
-    return f"{_utc(report.window_start)} .. {_utc(report.now)} ({_since_text(report.since)})"
-
-
-def _info(report: Report) -> list[tuple[str, object]]:
-    return [
-        ("directory", str(report.directory)),
-        ("run_id", report.run_id),
-        # No summary.json: the run that wrote these files never finished.
-        ("run_status", report.run_status or "unfinished (no summary.json)"),
-        ("now", _utc(report.now)),
-        ("since", _since_text(report.since)),
-        ("window_start", _utc(report.window_start)),
-        ("clusters", report.clusters),
-        ("records", report.records),
-        ("undated_records", report.undated_records),
-        ("clusters_without_inventory", report.clusters_without_inventory),
-        ("duplicate_inventory_lines", report.duplicate_inventory_lines),
-        ("uncollected_clusters", report.uncollected_clusters),
-    ]
-
-
-def render(report: Report, fmt: Format, out: TextIO) -> None:
-    """Write ``report`` to ``out`` as a text table, one JSON object, or one CSV."""
-    if fmt == "table":
-        _render_table(report, out)
-    elif fmt == "json":
-        _render_json(report, out)
-    elif fmt == "csv":
-        _render_csv(report, out)
-    else:
-        raise ConfigError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
-
-
-def _cell(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
-def _widths(rows: Iterable[FailedUpgrade | ClusterRow], columns: Sequence[str]) -> list[int]:
-    """Each column's widest cell: a first pass over a spool, so tables align in any size."""
-    widths = [0] * len(columns)
-    for row in rows:
-        for index, name in enumerate(columns):
-            widths[index] = max(widths[index], len(_cell(getattr(row, name))))
-    return widths
-
-
-def _write_table(
-    out: TextIO,
-    headers: Sequence[str],
-    rows: Iterable[Sequence[object]],
-    widths: Sequence[int],
-    *,
-    right: frozenset[int] = frozenset(),
-) -> None:
-    """Aligned columns; the last one is not padded (reasons are long and ragged)."""
-    sizes = [max(len(h), w) for h, w in zip(headers, widths, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.rjust(size) if index in right else cell.ljust(size)
-            for index, (cell, size) in enumerate(zip(cells[:-1], sizes, strict=False))
-        ]
-        parts.append(cells[-1].rjust(sizes[-1]) if len(cells) - 1 in right else cells[-1])
-        return "  " + "  ".join(parts).rstrip() + "\n"
-
-    out.write(line(headers))
-    for row in rows:
-        out.write(line([_cell(value) for value in row]))
-
-
-def _render_table(report: Report, out: TextIO) -> None:
-    out.write(f"Upgrade audit of {report.directory}\n")
-    status = report.run_status or "UNFINISHED (no summary.json: the run did not finish)"
-    out.write(f"  run {report.run_id or '-'}, status {status}\n")
-    out.write(f"  {report.clusters:,} clusters in the inventory, {report.records:,} records\n")
-    out.write(f"  window: {_window_label(report)}\n")
-    if report.undated_records:
-        out.write(f"  {report.undated_records:,} records have no time: outside any window\n")
-    if report.clusters_without_inventory:
-        out.write(
-            f"  warning: {report.clusters_without_inventory:,} clusters have records but no"
-            " inventory line\n"
-        )
-
-    out.write(f"\nClusters per current version ({len(report.versions)} versions)\n")
-    _write_table(
-        out,
-        ("VERSION", "CLUSTERS"),
-        report.versions,
-        [max((len(v) for v, _ in report.versions), default=0), 8],
-        right=frozenset({1}),
-    )
-
-    total = sum(n for _, n in report.outcomes)
-    out.write(f"\nUpgrades per outcome in the window ({total:,})\n")
-    _write_table(
-        out,
-        ("OUTCOME", "UPGRADES"),
-        report.outcomes,
-        [max(len(name) for name, _ in report.outcomes), 8],
-        right=frozenset({1}),
-    )
-
-    failed = report.failed_upgrades
-    out.write(f"\nFailed upgrades in the window ({len(failed):,})\n")
-    if len(failed):
-        columns: tuple[str, ...] = ("time", "account", "region", "cluster_name", "cluster_id")
-        columns += ("item_id", "status", "to_version", "reason")
-        _write_table(
-            out,
-            [name.upper() for name in columns],
-            ([getattr(row, name) for name in columns] for row in failed),
-            _widths(failed, columns),
-        )
-
-    for title, spool in (
-        ("Clusters with no successful upgrade in the window", report.no_success_in_window),
-        ("Clusters with no records at all", report.no_records),
-    ):
-        out.write(f"\n{title} ({len(spool):,})\n")
-        if not len(spool):
-            continue
-        columns = ("account", "region", "cluster_name", "cluster_id", "version", "records")
-        columns += ("collection",)
-        _write_table(
-            out,
-            [name.upper() for name in columns],
-            ([getattr(row, name) for name in columns] for row in spool),
-            _widths(spool, columns),
-            right=frozenset({5}),
-        )
-    if report.uncollected_clusters:
-        out.write(
-            f"  {report.uncollected_clusters:,} of these were not collected (collection failed):"
-            " their history is unknown, not empty\n"
-        )
-
-
-def _render_json(report: Report, out: TextIO) -> None:
-    # Written piece by piece, so the long lists stream from their spools.
-    def dumps(obj: object) -> str:
-        return orjson.dumps(obj).decode()
-
-    info = dict(_info(report))
-    out.write('{"export":' + dumps(info))
-    out.write(
-        ',"versions":'
-        + dumps([{"version": v, "clusters": n} for v, n in report.versions])
-        + ',"outcomes":'
-        + dumps(dict(report.outcomes))
-    )
-    for key, spool in (
-        ("failed_upgrades", report.failed_upgrades),
-        ("no_success_in_window", report.no_success_in_window),
-        ("no_records", report.no_records),
-    ):
-        out.write(f',"{key}":[')
-        fields = spool.fields
-        for number, row in enumerate(spool):
-            if number:
-                out.write(",")
-            out.write(dumps({name: getattr(row, name) for name in fields}))
-        out.write("]")
-    out.write("}\n")
-
-
-CSV_COLUMNS: Final = (
-    "section",
-    "key",
-    "value",
-    "time",
-    "account",
-    "region",
-    "project_id",
-    "cluster_id",
-    "cluster_name",
-    "item_id",
-    "status",
-    "from_version",
-    "to_version",
-    "version",
-    "collection",
-    "records",
-    "reason",
-)
-
-
-def _render_csv(report: Report, out: TextIO) -> None:
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for key, value in _info(report):
-        writer.writerow({"section": "export", "key": key, "value": value})
-    for version, count in report.versions:
-        writer.writerow({"section": "version", "key": version, "value": count})
-    for outcome, count in report.outcomes:
-        writer.writerow({"section": "outcome", "key": outcome, "value": count})
-    for section, spool in (
-        ("failed_upgrade", report.failed_upgrades),
-        ("no_success_in_window", report.no_success_in_window),
-        ("no_records", report.no_records),
-    ):
-        fields = spool.fields
-        for row in spool:
-            values = {name: getattr(row, name) for name in fields}
-            writer.writerow({"section": section, **values})

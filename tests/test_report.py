@@ -23,7 +23,8 @@ import zstandard
 
 from collector.demo import run_demo
 from collector.errors import ConfigError
-from collector.report import Report, build_report, parse_since, render
+from collector.report import Report, build_report, parse_since
+from collector.reportview import render
 from collector.simulator.fleet import Fleet
 from collector.sinks import STAGING
 
