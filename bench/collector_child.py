@@ -24,7 +24,7 @@ started = time.perf_counter()
 
 import orjson  # noqa: E402
 
-import collector.config  # noqa: E402 - cmd_run imports these lazily: count them as start-up
+import collector.configload  # noqa: E402 - cmd_run imports these lazily: count them as start-up
 import collector.run  # noqa: E402, F401
 from collector.cli import main  # noqa: E402
 

@@ -154,7 +154,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from collector.config import load_config
+    from collector.configload import load_config
     from collector.plan import render_plan
 
     config = load_config(args.config, environ=os.environ)
@@ -165,7 +165,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from collector.config import load_config
+    from collector.configload import load_config
     from collector.metrics import check_metrics_path, crash_summary, write_metrics
     from collector.progress import Progress, progress_enabled
     from collector.run import RunResult, collect

@@ -22,10 +22,8 @@ from collector.config import (
     PagingConfig,
     ProjectRef,
     RetryConfig,
-    load_config,
-    parse_config,
-    with_overrides,
 )
+from collector.configload import load_config, parse_config, with_overrides
 from collector.errors import ConfigError
 from collector.plan import render_plan
 

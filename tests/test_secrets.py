@@ -8,7 +8,7 @@ from urllib.parse import quote, quote_plus
 
 import orjson
 
-from collector.config import load_config
+from collector.configload import load_config
 from collector.simulator.faults import ClusterFailure, Faults
 from collector.simulator.fleet import Fleet
 from collector.simulator.server import SimulatorThread
