@@ -1,14 +1,17 @@
 """Reading a configuration: from a YAML file and the environment to a :class:`Config`.
 
-Everything a user can get wrong lives here, apart from the model in :mod:`collector.config`, so
-that the rules and their messages are in one place and the modules that only read settings do not
-import YAML, msgspec or the checks. ``load_config`` / ``parse_config`` work in four steps:
+Everything a user can get wrong lives here and in :mod:`collector.configfile`, apart from the model
+in :mod:`collector.config`, so that the rules and their messages are in one place and the modules
+that only read settings do not import YAML, msgspec or the checks. ``load_config`` /
+``parse_config`` work in four steps, the first three in :mod:`collector.configfile` (the
+document: its syntax, its variables, its shape) and the last here (what the values mean):
 
 1. parse with PyYAML's safe loader (duplicate keys are errors, every failure has a position);
 2. expand ``${VAR}`` and ``${VAR:-default}`` (``$${`` is a literal ``${``) in string *values*,
    after parsing, so an environment value can never change the document's structure;
 3. validate the shape with msgspec (unknown keys are errors, ranges are declared on the schema);
-4. check what msgspec cannot (URLs, regions, project ids, duplicates) and build the dataclasses.
+4. check what msgspec cannot (URLs, regions, project ids, duplicates, credentials files) and
+   build the dataclasses.
 
 Every failure is a :class:`~collector.errors.ConfigError` naming the file and the line and column,
 the key path (``accounts[0].sk``) or the variable; no message ever contains a secret value.
@@ -21,30 +24,39 @@ import dataclasses
 import difflib
 import ipaddress
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Final, TypeAlias
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
-import msgspec.inspect as mi
-import yaml
 
 from collector.auth import Credentials, Secret
-from collector.compression import LEVEL_RANGES, Compression
+from collector.compression import LEVEL_RANGES
 from collector.config import (
     DEFAULT_IAM_ENDPOINT,
     AccountConfig,
     Config,
     HttpConfig,
     LimitsConfig,
-    OffsetMode,
     OutputConfig,
     PagingConfig,
     ProjectRef,
     RetryConfig,
+)
+from collector.configfile import (
+    SECRET_KEYS,
+    AccountSchema,
+    ConfigSchema,
+    HttpSchema,
+    KeyPath,
+    ProjectSchema,
+    error,
+    fmt,
+    read_document,
+    words,
 )
 from collector.endpoints import KNOWN_REGIONS, dws_endpoint
 from collector.errors import ConfigError
@@ -67,28 +79,15 @@ def load_config(path: Path, *, environ: Mapping[str, str]) -> Config:
 
 def parse_config(text: str, *, source: str, environ: Mapping[str, str]) -> Config:
     """Build the configuration from YAML ``text``; ``source`` names it in error messages."""
-    try:
-        data = _load_yaml(text, source)
-        if data is None:
-            raise _error(source, "", "the file is empty; at least `accounts` is required")
-        if not isinstance(data, dict):
-            raise _error(source, "", f"the top level must be a mapping, got {_words(data)}")
-        expander = _Expander(source=source, environ=environ)
-        expanded = expander.expand(data, ())
-        try:
-            schema = msgspec.convert(expanded, _ConfigSchema, strict=False)
-        except msgspec.ValidationError as exc:
-            raise _schema_error(source, exc) from exc
-    except RecursionError:
-        raise ConfigError(f"{source}: the document is nested too deeply") from None
+    document = read_document(text, source=source, environ=environ)
     builder = _Builder(
         source=source,
-        refs=expander.refs,
-        secrets=_secret_values(expanded),
-        allow_http=bool(schema.allow_insecure_http),
+        refs=document.refs,
+        secrets=document.secrets,
+        allow_http=bool(document.schema.allow_insecure_http),
         environ=environ,
     )
-    return builder.config(schema)
+    return builder.config(document.schema)
 
 
 def with_overrides(
@@ -105,345 +104,6 @@ def with_overrides(
             raise ConfigError("the output directory must not be empty")
         config = dataclasses.replace(config, output=OutputConfig(dir=output_dir))
     return config
-
-
-# --- Step 3's schema: the YAML's shape. None means "not given": the dataclass default. ---
-
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True):
-    pass
-
-
-class _ProjectSchema(_Strict):
-    id: str
-    region: str
-
-
-class _AccountSchema(_Strict):
-    name: str
-    # Required unless `profile` names a section of a credentials file. UNSET (absent) is told
-    # apart from null, which stays a type error like everywhere else.
-    ak: str | msgspec.UnsetType = msgspec.UNSET
-    sk: str | msgspec.UnsetType = msgspec.UNSET
-    security_token: str | None = None
-    profile: str | None = None
-    credentials_file: str | None = None
-    regions: list[str] | None = None
-    projects: list[_ProjectSchema] | None = None
-    iam_endpoint: str | None = None
-    # Values are checked by _Builder.url, which can name the region in its message.
-    endpoints: dict[str, object] | None = None
-
-
-class _LimitsSchema(_Strict):
-    concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    per_endpoint: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    rate: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    max_rate: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    adaptive: bool | None = None
-
-
-class _HttpSchema(_Strict):
-    connect_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    read_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    request_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] | None = None
-    ca_bundle: str | None = None
-
-
-class _RetrySchema(_Strict):
-    max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    # Zero is allowed so that tests can run without waiting.
-    backoff_base: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    backoff_cap: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    retry_after_max: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    budget_ratio: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    budget_minimum: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    passes: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    pass_delay: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    breaker_threshold: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    breaker_cooldown: Annotated[float, msgspec.Meta(ge=0)] | None = None
-
-
-class _PagingSchema(_Strict):
-    page_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    offset_mode: OffsetMode | None = None
-    max_pages: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    max_rereads: Annotated[int, msgspec.Meta(ge=0)] | None = None
-
-
-class _OutputSchema(_Strict):
-    dir: str | None = None
-    compression: Compression | None = None
-    compression_level: int | None = None
-    since_run: str | None = None
-
-
-class _ConfigSchema(_Strict):
-    accounts: list[_AccountSchema]
-    iam_endpoint: str | None = None
-    endpoints: dict[str, object] | None = None
-    allow_insecure_http: bool | None = None
-    limits: _LimitsSchema | None = None
-    http: _HttpSchema | None = None
-    retry: _RetrySchema | None = None
-    paging: _PagingSchema | None = None
-    output: _OutputSchema | None = None
-
-
-# --- Messages, and step 3's msgspec errors in our words ---
-
-#: A key path: mapping keys and list indexes from the top of the document.
-_Path: TypeAlias = tuple[str | int, ...]
-
-
-def _fmt(path: _Path) -> str:
-    """``("accounts", 0, "sk")`` -> ``accounts[0].sk``."""
-    out = ""
-    for segment in path:
-        if isinstance(segment, int):
-            out += f"[{segment}]"
-        else:
-            out += f".{segment}" if out else segment
-    return out
-
-
-def _error(source: str, where: str, problem: str) -> ConfigError:
-    return ConfigError(f"{source}: {where}: {problem}" if where else f"{source}: {problem}")
-
-
-#: msgspec's type names, as a YAML user would say them.
-_TYPE_WORDS: Final = {
-    "int": "an integer",
-    "float": "a number",
-    "str": "a string",
-    "bool": "a boolean (true/false)",
-    "null": "null (an empty value)",
-    "array": "a list",
-    "object": "a mapping",
-    "bytes": "binary data",
-    "set": "a set",
-    "date": "a date",
-    "datetime": "a timestamp",
-}
-_PY_TYPE_NAMES: Final = {bool: "bool", int: "int", float: "float", str: "str", list: "array"}
-
-
-def _words(value: object) -> str:
-    if value is None:
-        return _TYPE_WORDS["null"]
-    if isinstance(value, dict):
-        return _TYPE_WORDS["object"]
-    name = _PY_TYPE_NAMES.get(type(value), type(value).__name__)
-    return _TYPE_WORDS.get(name, name)
-
-
-def _type_words(spec: str) -> str:
-    """``object | null`` -> ``a mapping``: null only means "use the default", so leave it out."""
-    names = [name for name in spec.split(" | ") if name != "null"] or ["null"]
-    return " or ".join(_TYPE_WORDS.get(name, name) for name in names)
-
-
-_MSGSPEC_MESSAGE: Final = re.compile(
-    r"(?P<what>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?", re.DOTALL
-)
-_EXPECTED: Final = re.compile(r"Expected `(?P<want>[^`]*)`(?P<rest>.*?)(?:, got `(?P<got>[^`]*)`)?")
-
-
-def _schema_error(source: str, exc: msgspec.ValidationError) -> ConfigError:
-    """Rewrite msgspec's ``Expected `int`, got `str` - at `$.limits.concurrency``` our way."""
-    match = _MSGSPEC_MESSAGE.fullmatch(str(exc))
-    assert match is not None  # the pattern matches any string
-    what, path = match["what"], _msgspec_path(match["path"] or "")
-    where = _fmt(path)
-    if match["key"]:
-        return _error(source, where or "top level", "keys must be strings")
-    if found := re.fullmatch(r"Object contains unknown field `(.*)`", what, re.DOTALL):
-        valid = _field_names(path)
-        close = difflib.get_close_matches(found[1], valid, n=1)
-        hint = f"did you mean `{close[0]}`?" if close else f"valid keys: {', '.join(valid)}"
-        return _error(source, _fmt((*path, found[1])), f"unknown key; {hint}")
-    if found := re.fullmatch(r"Object missing required field `(.*)`", what, re.DOTALL):
-        return _error(source, _fmt((*path, found[1])), "required key is missing")
-    if what.startswith("Invalid enum value"):
-        # msgspec quotes the bad value; name the choices instead (the value may be anything).
-        choices = ", ".join(str(member.value) for member in OffsetMode)
-        return _error(source, where, f"must be one of {choices}")
-    if found := _EXPECTED.fullmatch(what):
-        got = f", got {_type_words(found['got'])}" if found["got"] else ""
-        return _error(source, where, f"expected {_type_words(found['want'])}{found['rest']}{got}")
-    return _error(source, where, what[:1].lower() + what[1:])
-
-
-def _msgspec_path(text: str) -> _Path:
-    """``.accounts[0].sk`` -> ``("accounts", 0, "sk")``."""
-    return tuple(
-        int(index) if index.isdigit() else key or f"[{index}]"
-        for key, index in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", text)
-    )
-
-
-def _field_names(path: _Path) -> list[str]:
-    """The keys the schema allows at ``path`` (a mapping), for "did you mean" hints."""
-    node: mi.Type = mi.type_info(_ConfigSchema)
-    for segment in (*path, None):
-        if isinstance(node, mi.UnionType):
-            node = next(t for t in node.types if not isinstance(t, mi.NoneType))
-        if segment is None:
-            break
-        if isinstance(node, mi.StructType):
-            node = next(f.type for f in node.fields if f.name == segment)
-        elif isinstance(node, mi.ListType | mi.DictType):
-            node = node.item_type if isinstance(node, mi.ListType) else node.value_type
-    return [f.name for f in node.fields] if isinstance(node, mi.StructType) else []
-
-
-# --- Step 1: YAML ---
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, made strict and precise.
-
-    PyYAML silently keeps the last of two equal keys, and lets plain Python errors escape for
-    malformed scalars such as ``2023-13-45`` or ``!!int x``: both become positioned YAML errors.
-    """
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except yaml.YAMLError:
-            raise
-        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
-            kind = node.tag.rpartition(":")[2]
-            detail = f" ({exc})" if isinstance(exc, ValueError) else ""
-            raise yaml.constructor.ConstructorError(
-                None, None, f"invalid {kind} value{detail}", node.start_mark
-            ) from exc
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        first: dict[object, int] = {}
-        for key_node, _ in node.value:
-            # Merge keys (<<) may legitimately repeat keys they bring in.
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
-                key = self.construct_object(key_node)
-                if key in first:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"duplicate key {key!r} (first at line {first[key]})",
-                        key_node.start_mark,
-                    )
-                first[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep)
-
-
-_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
-
-
-def _load_yaml(text: str, source: str) -> object:
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "malformed YAML"
-        if exc.context and exc.problem:
-            at = exc.context_mark
-            position = f" at line {at.line + 1}, column {at.column + 1}" if at else ""
-            problem += f" ({exc.context}{position})"
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise _error(source, where, f"invalid YAML: {problem}") from exc
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - text.rfind("\n", 0, exc.position)
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
-        where = f"line {line}, column {column}"
-        raise _error(source, where, f"invalid YAML: character U+{char:04X} is not allowed") from exc
-    except yaml.YAMLError as exc:
-        raise _error(source, "", f"invalid YAML: {exc}") from exc
-
-
-# --- Step 2: ${VAR} expansion ---
-
-_REFERENCE: Final = re.compile(
-    r"\$\$\{"  # an escaped, literal "${"
-    r"|\$\{(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>(?:[^}$]|\$(?!\{))*))?\})?"
-)
-#: Aliases can make a small file hold billions of values; no real config comes near this.
-_MAX_VALUES: Final = 100_000
-
-
-class _Expander:
-    """Expands references in every string value, remembering which path used which variables."""
-
-    def __init__(self, *, source: str, environ: Mapping[str, str]) -> None:
-        self.source = source
-        self.environ = environ
-        self.refs: dict[_Path, tuple[str, ...]] = {}
-        self._left = _MAX_VALUES
-        self._open: set[int] = set()
-
-    def expand(self, value: object, path: _Path) -> object:
-        self._left -= 1
-        if self._left < 0:
-            raise _error(self.source, "", f"more than {_MAX_VALUES} values (through aliases)")
-        if isinstance(value, str):
-            return self._string(value, path)
-        if not isinstance(value, dict | list):
-            return value
-        if id(value) in self._open:
-            raise _error(self.source, _fmt(path), "a YAML alias refers to a value containing it")
-        self._open.add(id(value))
-        try:
-            if isinstance(value, dict):
-                return {k: self.expand(v, (*path, str(k))) for k, v in value.items()}
-            return [self.expand(v, (*path, i)) for i, v in enumerate(value)]
-        finally:
-            self._open.discard(id(value))
-
-    def _string(self, text: str, path: _Path) -> str:
-        names: list[str] = []
-
-        def substitute(match: re.Match[str]) -> str:
-            if match[0] == "$${":
-                return "${"
-            name, default = match["name"], match["default"]
-            if name is None:
-                raise _error(
-                    self.source,
-                    _fmt(path),
-                    "malformed reference: write ${NAME} or ${NAME:-default} "
-                    "(and $${ for a literal ${)",
-                )
-            names.append(name)
-            value = self.environ.get(name)
-            if default is not None and not value:  # shell semantics: unset or empty
-                return default
-            if value is None:
-                raise _error(
-                    self.source,
-                    _fmt(path),
-                    f"environment variable {name} is not set "
-                    f"(write ${{{name}:-default}} to give it a default)",
-                )
-            return value
-
-        result = _REFERENCE.sub(substitute, text)
-        if names:
-            self.refs[path] = tuple(names)
-        return result
-
-
-_SECRET_KEYS: Final = frozenset({"sk", "security_token"})
-
-
-def _secret_values(data: object) -> frozenset[str]:
-    """Every account's secret key and token, as expanded."""
-    found: set[str] = set()
-    accounts = data.get("accounts") if isinstance(data, dict) else None
-    for account in accounts if isinstance(accounts, list) else ():
-        if isinstance(account, dict):
-            found.update(v for k in _SECRET_KEYS if isinstance(v := account.get(k), str) and v)
-    return frozenset(found)
 
 
 # --- Step 4: checks msgspec cannot make, and the dataclasses ---
@@ -478,7 +138,7 @@ class _Builder:
         self,
         *,
         source: str,
-        refs: Mapping[_Path, tuple[str, ...]],
+        refs: Mapping[KeyPath, tuple[str, ...]],
         secrets: frozenset[str],
         allow_http: bool,
         environ: Mapping[str, str],
@@ -490,10 +150,10 @@ class _Builder:
         self.environ = environ
         self.warnings: list[str] = []
 
-    def fail(self, path: _Path, problem: str) -> ConfigError:
-        return _error(self.source, _fmt(path), problem)
+    def fail(self, path: KeyPath, problem: str) -> ConfigError:
+        return error(self.source, fmt(path), problem)
 
-    def show(self, value: str, path: _Path) -> str:
+    def show(self, value: str, path: KeyPath) -> str:
         """``value`` (found at ``path``) as a message may quote it.
 
         Only the file's own text is quoted: a value that came from the environment is named by
@@ -506,7 +166,7 @@ class _Builder:
     def is_secret(self, value: str) -> bool:
         return any(secret in value for secret in self.secrets)
 
-    def config(self, schema: _ConfigSchema) -> Config:
+    def config(self, schema: ConfigSchema) -> Config:
         top_endpoints = self.endpoints(schema.endpoints, ("endpoints",))
         top_iam = DEFAULT_IAM_ENDPOINT
         if schema.iam_endpoint is not None:
@@ -517,7 +177,7 @@ class _Builder:
         accounts: list[AccountConfig] = []
         for index, raw in enumerate(schema.accounts):
             if raw.name in first:
-                path: _Path = ("accounts", index, "name")
+                path: KeyPath = ("accounts", index, "name")
                 raise self.fail(
                     path,
                     f"duplicate account name {self.show(raw.name, path)} "
@@ -559,16 +219,16 @@ class _Builder:
             warnings=tuple(self.warnings),
         )
 
-    def http(self, schema: _HttpSchema | None) -> HttpConfig:
+    def http(self, schema: HttpSchema | None) -> HttpConfig:
         http = HttpConfig(**_given(schema))
         if http.ca_bundle is not None and not Path(http.ca_bundle).is_file():
             raise self.fail(("http", "ca_bundle"), f"no such file: {http.ca_bundle}")
         return http
 
     def account(
-        self, index: int, raw: _AccountSchema, top_endpoints: dict[str, str], top_iam: str
+        self, index: int, raw: AccountSchema, top_endpoints: dict[str, str], top_iam: str
     ) -> AccountConfig:
-        path: _Path = ("accounts", index)
+        path: KeyPath = ("accounts", index)
         if not raw.name.strip():
             raise self.fail((*path, "name"), "must not be empty")
         if raw.profile is not None or raw.credentials_file is not None:
@@ -599,7 +259,7 @@ class _Builder:
             endpoints=MappingProxyType(endpoints),
         )
 
-    def profile_credentials(self, raw: _AccountSchema, path: _Path) -> Credentials:
+    def profile_credentials(self, raw: AccountSchema, path: KeyPath) -> Credentials:
         """AK/SK from the SDK's credentials file (INI; a section per profile, default basic)."""
         where = raw.credentials_file or self.environ.get("HUAWEICLOUD_SDK_CREDENTIALS_FILE")
         file = Path(where) if where else Path.home() / ".huaweicloud" / "credentials"
@@ -630,20 +290,20 @@ class _Builder:
         token = values.get("security_token", "").strip()
         return Credentials(ak=ak, sk=Secret(sk), security_token=Secret(token) if token else None)
 
-    def token(self, value: str, path: _Path) -> str:
+    def token(self, value: str, path: KeyPath) -> str:
         names = self.refs.get(path, ())
         origin = f" (it comes from {', '.join(f'${{{n}}}' for n in names)})" if names else ""
         if not value:
             raise self.fail(path, f"must not be empty{origin}")
         if not _TOKEN.fullmatch(value):
             raise self.fail(path, f"contains spaces, control or non-ASCII characters{origin}")
-        if path[-1] in _SECRET_KEYS and not names:
+        if path[-1] in SECRET_KEYS and not names:
             self.warnings.append(
-                f"{_fmt(path)} is written in the config file in plain text; use ${{VAR}}"
+                f"{fmt(path)} is written in the config file in plain text; use ${{VAR}}"
             )
         return value
 
-    def endpoints(self, raw: dict[str, object] | None, path: _Path) -> dict[str, str]:
+    def endpoints(self, raw: dict[str, object] | None, path: KeyPath) -> dict[str, str]:
         result: dict[str, str] = {}
         for region, url in (raw or {}).items():
             if not region.strip():
@@ -651,9 +311,9 @@ class _Builder:
             result[region] = self.url(url, (*path, region))
         return result
 
-    def url(self, value: object, path: _Path) -> str:
+    def url(self, value: object, path: KeyPath) -> str:
         if not isinstance(value, str):
-            raise self.fail(path, f"expected an http(s) URL, got {_words(value)}")
+            raise self.fail(path, f"expected an http(s) URL, got {words(value)}")
         try:
             parts = urlsplit(value)
             valid = bool(parts.hostname) and parts.port == parts.port  # .port checks the port
@@ -678,7 +338,7 @@ class _Builder:
         # Callers append paths; one trailing slash would double the next one.
         return value.rstrip("/")
 
-    def region(self, region: str, path: _Path, endpoints: Mapping[str, str]) -> None:
+    def region(self, region: str, path: KeyPath, endpoints: Mapping[str, str]) -> None:
         if dws_endpoint(region, endpoints) is not None:
             return
         close = difflib.get_close_matches(region, sorted(KNOWN_REGIONS | endpoints.keys()), n=1)
@@ -691,7 +351,7 @@ class _Builder:
         )
 
     def regions(
-        self, regions: list[str], path: _Path, endpoints: Mapping[str, str]
+        self, regions: list[str], path: KeyPath, endpoints: Mapping[str, str]
     ) -> tuple[str, ...]:
         for index, region in enumerate(regions):
             if region in regions[:index]:
@@ -701,7 +361,7 @@ class _Builder:
         return tuple(regions)
 
     def projects(
-        self, projects: list[_ProjectSchema], path: _Path, endpoints: Mapping[str, str]
+        self, projects: list[ProjectSchema], path: KeyPath, endpoints: Mapping[str, str]
     ) -> tuple[ProjectRef, ...]:
         first: dict[str, int] = {}
         for index, project in enumerate(projects):
@@ -713,7 +373,7 @@ class _Builder:
                     "(32 lowercase hex characters)",
                 )
             if project.id in first:
-                where = _fmt((*path, first[project.id], "id"))
+                where = fmt((*path, first[project.id], "id"))
                 raise self.fail(id_path, f"project listed twice (also {where})")
             first[project.id] = index
             self.region(project.region, (*path, index, "region"), endpoints)
